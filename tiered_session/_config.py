@@ -1,0 +1,118 @@
+"""Store options: one frozen dataclass, validated at construction.
+
+Example:
+    >>> from tiered_session import StoreConfig
+    >>> StoreConfig(write_mode="behind", hot_items=50).write_mode
+    'behind'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._errors import ConfigurationError, InvalidInputError
+
+__all__ = ["MAX_SESSION_ID_BYTES", "StoreConfig", "WriteMode", "validate_session_id"]
+
+WriteMode = Literal["through", "behind"]
+
+MAX_SESSION_ID_BYTES = 512
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Options of a :class:`~tiered_session.TieredStore`.
+
+    Attributes:
+        write_mode: ``"through"`` commits every write to SQL before returning;
+            ``"behind"`` returns after one Redis round trip and lets the flusher
+            commit to SQL.
+        hot_items: items per session kept in the Redis list (the hot window).
+        key_prefix: prefix of every Redis key (letters, digits, ``_.-``).
+        sessions_table: SQL table of sessions (a plain identifier).
+        messages_table: SQL table of messages (a plain identifier).
+        create_tables: create missing tables and indexes on first use.
+        run_flusher: run a flusher task in this process (write-behind).
+        outbox_shards: number of outbox streams; sessions map to one each.
+        hot_ttl: seconds an idle, fully flushed session stays in Redis
+            (0 keeps it until evicted).
+        max_backlog: per-shard bound on unflushed outbox entries; past it a
+            write-behind ``add_items`` raises ``BackpressureError`` (0: no bound).
+        flush_batch_size: outbox entries committed per SQL transaction.
+        flush_interval: seconds a flusher waits for new entries before polling.
+        lease_ttl: seconds a flusher's claim on a shard lasts unless renewed.
+        max_attempts: deliveries of one outbox entry before it is dead-lettered.
+        inflight_timeout: seconds after which a write-through operation whose
+            writer vanished is recovered by a flusher.
+        session_settings: default ``SessionSettings`` handed to new sessions.
+    """
+
+    write_mode: WriteMode = "through"
+    hot_items: int = 100
+    key_prefix: str = "tiered_session"
+    sessions_table: str = "agent_sessions"
+    messages_table: str = "agent_messages"
+    create_tables: bool = False
+    run_flusher: bool = True
+    outbox_shards: int = 16
+    hot_ttl: float = 3600.0
+    max_backlog: int = 0
+    flush_batch_size: int = 500
+    flush_interval: float = 0.05
+    lease_ttl: float = 10.0
+    max_attempts: int = 5
+    inflight_timeout: float = 60.0
+    session_settings: Any = None
+
+    def __post_init__(self) -> None:
+        if self.write_mode not in ("through", "behind"):
+            raise ConfigurationError(
+                f"write_mode must be 'through' or 'behind', got {self.write_mode!r}"
+            )
+        _positive_int("hot_items", self.hot_items, 1, 1_000_000)
+        _positive_int("outbox_shards", self.outbox_shards, 1, 4096)
+        _positive_int("flush_batch_size", self.flush_batch_size, 1, 100_000)
+        _positive_int("max_attempts", self.max_attempts, 1, 1000)
+        _positive_int("max_backlog", self.max_backlog, 0, 2**62)
+        for name in ("hot_ttl", "flush_interval", "lease_ttl", "inflight_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+        if self.lease_ttl < 1:
+            raise ConfigurationError("lease_ttl must be at least 1 second")
+        if not isinstance(self.key_prefix, str) or not _PREFIX.match(self.key_prefix):
+            raise ConfigurationError(
+                f"key_prefix {self.key_prefix!r} is invalid: "
+                "use 1-64 letters, digits, '_', '.', '-'"
+            )
+        for name in ("sessions_table", "messages_table"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _IDENT.match(value):
+                raise ConfigurationError(
+                    f"{name} {value!r} is not a valid table name: use a letter or '_' "
+                    "followed by up to 62 letters, digits or '_'"
+                )
+        if self.sessions_table == self.messages_table:
+            raise ConfigurationError("sessions_table and messages_table must differ")
+
+
+def _positive_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigurationError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+def validate_session_id(session_id: Any) -> str:
+    """Return the session id, or raise InvalidInputError if it is unusable."""
+    if not isinstance(session_id, str):
+        raise InvalidInputError(f"session_id must be a str, got {type(session_id).__name__}")
+    if not session_id:
+        raise InvalidInputError("session_id must not be empty")
+    if len(session_id.encode("utf-8", "surrogatepass")) > MAX_SESSION_ID_BYTES:
+        raise InvalidInputError(f"session_id is longer than {MAX_SESSION_ID_BYTES} bytes (UTF-8)")
+    if "\x00" in session_id:
+        raise InvalidInputError("session_id must not contain NUL characters")
+    return session_id

@@ -1,0 +1,64 @@
+"""The exception hierarchy: one root, a few meaningful subclasses.
+
+Example:
+    >>> from tiered_session import TieredSessionError, InvalidInputError
+    >>> issubclass(InvalidInputError, TieredSessionError)
+    True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackpressureError",
+    "ConfigurationError",
+    "CorruptDataError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "StoreClosedError",
+    "StorageUnavailableError",
+    "TieredSessionError",
+]
+
+
+class TieredSessionError(Exception):
+    """Root of every exception raised by tiered-session."""
+
+
+class ConfigurationError(TieredSessionError, ValueError):
+    """An option, URL, table name or key prefix is invalid or contradicts another."""
+
+
+class InvalidInputError(TieredSessionError, ValueError):
+    """A call received bad input (bad limit, non-JSON item, bad session id).
+
+    Raised before anything is written.
+    """
+
+
+class CorruptDataError(TieredSessionError):
+    """A stored row or hot-tier entry could not be decoded.
+
+    The history is never silently shortened: the read fails, the problem is
+    logged and counted in ``store.stats()["corrupt_rows"]``.
+    """
+
+
+class StorageUnavailableError(TieredSessionError):
+    """Redis or the SQL database could not be reached or refused the operation."""
+
+
+class BackpressureError(StorageUnavailableError):
+    """The write-behind backlog reached its bound; retry later or add flushers."""
+
+
+class StoreClosedError(TieredSessionError):
+    """The store (or the session's private store) was closed."""
+
+
+class MissingDependencyError(TieredSessionError, ImportError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package!r} is not installed; run: pip install 'tiered-session[{extra}]'"
+        )

@@ -1,0 +1,433 @@
+"""Lua scripts: every multi-step change to a session's Redis state is one script.
+
+Each script receives all its keys through ``KEYS`` and touches one cluster
+slot (a session's keys and its shard's keys share a hash tag).
+
+Per-session metadata hash (``…:m:<id>``):
+
+========  ===============================================================
+``n``     last sequence number assigned
+``f``     floor: every live item with ``seq >= f`` is in the hot list
+``full``  1 when the hot list holds the whole history (reads never go to SQL)
+``p``     write-behind operations accepted but not yet committed to SQL
+``w``     highest seq known to be in SQL (items above it are never trimmed)
+``h``     write-through items written to the list but hidden until committed
+``io``    write-through pops/clears in flight
+========  ===============================================================
+
+The hot list (``…:l:<id>``) holds envelopes ``"<seq>|<json>"`` in seq order;
+``…:h:<id>`` is the set of hidden seqs.
+
+Example:
+    >>> from tiered_session._scripts import SCRIPTS
+    >>> sorted(SCRIPTS)[:3]
+    ['ack', 'add', 'clear']
+"""
+
+from __future__ import annotations
+
+__all__ = ["COLD", "SCRIPTS"]
+
+#: status returned by scripts when the session's metadata is not in Redis
+COLD = -1
+
+_PRELUDE = """
+local unpack = unpack or table.unpack
+local function seqof(e)
+  return tonumber(string.sub(e, 1, string.find(e, '|', 1, true) - 1))
+end
+local function expire(ttl, ...)
+  if ttl > 0 then
+    for _, k in ipairs({...}) do redis.call('PEXPIRE', k, ttl) end
+  end
+end
+-- Drop the oldest items beyond the hot window, but only items already in SQL
+-- (seq <= w) and not hidden; move the floor up to the new head.
+local function trim(meta, list, hid, hot)
+  local len = redis.call('LLEN', list)
+  if len <= hot then return end
+  local m = redis.call('HMGET', meta, 'w', 'h')
+  local w, h = tonumber(m[1] or '0'), tonumber(m[2] or '0')
+  local heads = redis.call('LRANGE', list, 0, len - hot - 1)
+  local k = 0
+  for i = 1, #heads do
+    local s = seqof(heads[i])
+    if s > w or (h > 0 and redis.call('SISMEMBER', hid, s) == 1) then break end
+    k = i
+  end
+  if k > 0 then
+    redis.call('LTRIM', list, k, -1)
+    redis.call('HSET', meta, 'f', seqof(redis.call('LINDEX', list, 0)), 'full', 0)
+  end
+end
+"""
+
+# Append items. KEYS: meta, list, hidden, outbox, inflight.
+# ARGV: mode ('b' behind | 't' through), hot, ttl_ms, max_backlog, session_id,
+#       now_ms, json1..jsonN.
+# Returns {first_seq} | {-1} cold | {-2} backlog full.
+_ADD = """
+local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local m = redis.call('HMGET', meta, 'n', 'p')
+if not m[1] then return {-1} end
+local mode, hot, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local count = #ARGV - 6
+if mode == 'b' then
+  local maxb = tonumber(ARGV[4])
+  if maxb > 0 and redis.call('XLEN', outbox) >= maxb then return {-2} end
+end
+local first = tonumber(m[1]) + 1
+local last = first + count - 1
+local env = {}
+for i = 1, count do env[i] = (first + i - 1) .. '|' .. ARGV[6 + i] end
+redis.call('RPUSH', list, unpack(env))
+if mode == 'b' then
+  local lens = {}
+  for i = 1, count do lens[i] = string.len(ARGV[6 + i]) end
+  redis.call('XADD', outbox, '*', 'o', 'a', 's', ARGV[5], 'q', first, 't', ARGV[6],
+    'l', table.concat(lens, ','), 'd', table.concat(ARGV, '', 7))
+  redis.call('HSET', meta, 'n', last, 'p', tonumber(m[2]) + 1)
+  redis.call('PERSIST', meta)
+  redis.call('PERSIST', list)
+else
+  local seqs = {}
+  for i = 1, count do seqs[i] = first + i - 1 end
+  redis.call('SADD', hid, unpack(seqs))
+  redis.call('HINCRBY', meta, 'h', count)
+  redis.call('HSET', meta, 'n', last)
+  if tonumber(m[2]) == 0 then redis.call('HSET', meta, 'w', last) end
+  redis.call('HSET', inflight, 'a|' .. first .. '|' .. count .. '|' .. ARGV[5], ARGV[6])
+  expire(ttl, meta, list, hid)
+end
+trim(meta, list, hid, hot)
+return {first}
+"""
+
+# Read the newest `limit` visible items (limit < 0: all). KEYS: meta, list, hidden.
+# ARGV: limit, ttl_ms. Returns {-1} cold | {full, floor, {envelopes...}}.
+_READ = """
+local meta, list, hid = KEYS[1], KEYS[2], KEYS[3]
+local m = redis.call('HMGET', meta, 'full', 'f', 'h', 'p')
+if not m[1] then return {-1} end
+local lim, h = tonumber(ARGV[1]), tonumber(m[3])
+local items
+if lim < 0 then
+  items = redis.call('LRANGE', list, 0, -1)
+else
+  items = redis.call('LRANGE', list, -(lim + h), -1)
+end
+if h > 0 then
+  local out = {}
+  for i = 1, #items do
+    if redis.call('SISMEMBER', hid, seqof(items[i])) == 0 then out[#out + 1] = items[i] end
+  end
+  if lim >= 0 and #out > lim then
+    local cut = {}
+    for i = #out - lim + 1, #out do cut[#cut + 1] = out[i] end
+    out = cut
+  end
+  items = out
+end
+if tonumber(m[4]) == 0 and h == 0 then expire(tonumber(ARGV[2]), meta, list) end
+return {tonumber(m[1]), tonumber(m[2]), items}
+"""
+
+# Remove and return the newest visible item. KEYS: meta, list, hidden, outbox, inflight.
+# ARGV: mode, session_id, now_ms.
+# Returns {-1} cold | {0} empty | {-3, p, io, floor} refill needed | {1, envelope}.
+_POP = """
+local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local m = redis.call('HMGET', meta, 'full', 'h', 'p', 'io')
+if not m[1] then return {-1} end
+local env = false
+if tonumber(m[2]) == 0 then
+  env = redis.call('RPOP', list)
+else
+  local len = redis.call('LLEN', list)
+  for i = -1, -len, -1 do
+    local e = redis.call('LINDEX', list, i)
+    if redis.call('SISMEMBER', hid, seqof(e)) == 0 then
+      env = e
+      redis.call('LREM', list, -1, e)
+      break
+    end
+  end
+end
+if not env then
+  if m[1] == '1' then return {0} end
+  return {-3, tonumber(m[3]), tonumber(m[4] or '0'), tonumber(redis.call('HGET', meta, 'f'))}
+end
+if ARGV[1] == 'b' then
+  redis.call('XADD', outbox, '*', 'o', 'p', 's', ARGV[2], 'q', seqof(env), 't', ARGV[3])
+  redis.call('HINCRBY', meta, 'p', 1)
+  redis.call('PERSIST', meta)
+  redis.call('PERSIST', list)
+else
+  redis.call('HINCRBY', meta, 'io', 1)
+  redis.call('HSET', inflight, 'p|' .. seqof(env) .. '|' .. ARGV[2], ARGV[3])
+end
+return {1, env}
+"""
+
+# Clear the session. KEYS: meta, list, hidden, outbox, inflight. ARGV: mode, session_id, now_ms.
+# Hidden (in-flight write-through) items survive: their add is ordered after the clear.
+# Returns {-1} cold | {1, upto, keep_seq...}.
+_CLEAR = """
+local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local m = redis.call('HMGET', meta, 'n', 'h')
+if not m[1] then return {-1} end
+local n, h = tonumber(m[1]), tonumber(m[2])
+local keep, kept = {}, {}
+if h > 0 then
+  local all = redis.call('LRANGE', list, 0, -1)
+  for i = 1, #all do
+    local s = seqof(all[i])
+    if redis.call('SISMEMBER', hid, s) == 1 then
+      keep[#keep + 1] = s
+      kept[#kept + 1] = all[i]
+    end
+  end
+end
+redis.call('DEL', list)
+if #kept > 0 then redis.call('RPUSH', list, unpack(kept)) end
+redis.call('HSET', meta, 'full', 1, 'f', n + 1)
+if ARGV[1] == 'b' then
+  redis.call('XADD', outbox, '*', 'o', 'c', 's', ARGV[2], 'q', n, 't', ARGV[3],
+    'k', table.concat(keep, ','))
+  redis.call('HINCRBY', meta, 'p', 1)
+  redis.call('PERSIST', meta)
+  redis.call('PERSIST', list)
+else
+  redis.call('HINCRBY', meta, 'io', 1)
+  redis.call('HSET', inflight, 'c|' .. n .. '|' .. ARGV[2], ARGV[3])
+end
+return {1, n, unpack(keep)}
+"""
+
+# Finish a write-through operation after its SQL transaction.
+# KEYS: meta, list, hidden, inflight, outbox. ARGV: op_id, ok (1|0), hot, kind, ...
+#   kind 'a': first, count, session_id, envelope1..N (removed when not ok; the
+#             outbox gets an 'x' entry deleting those seqs from SQL in case the
+#             failed commit did land)
+#   kind 'p': envelope (put back when not ok)
+#   kind 'c': nothing
+# Returns 1, or 0 when the operation was already taken over by recovery.
+_SETTLE = """
+local meta, list, hid, inflight, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('HDEL', inflight, ARGV[1]) == 0 then return 0 end
+local ok, hot, kind = ARGV[2] == '1', tonumber(ARGV[3]), ARGV[4]
+local live = redis.call('EXISTS', meta) == 1
+if kind == 'a' then
+  local first, count = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local seqs = {}
+  for i = 1, count do seqs[i] = first + i - 1 end
+  redis.call('SREM', hid, unpack(seqs))
+  if live then redis.call('HINCRBY', meta, 'h', -count) end
+  if not ok then
+    for i = 8, #ARGV do redis.call('LREM', list, -1, ARGV[i]) end
+    redis.call('XADD', outbox, '*', 'o', 'x', 's', ARGV[7], 'q', first, 'c', count)
+    if live then
+      redis.call('HINCRBY', meta, 'p', 1)
+      redis.call('PERSIST', meta)
+      redis.call('PERSIST', list)
+    end
+  elseif live then
+    trim(meta, list, hid, hot)
+  end
+else
+  if live then redis.call('HINCRBY', meta, 'io', -1) end
+  if not ok and live then
+    if kind == 'c' then
+      redis.call('HSET', meta, 'full', 0)
+    else
+      -- put the popped item back at its place, unless it fell below the floor
+      -- (then SQL, which still holds it, serves it)
+      local env = ARGV[5]
+      local s = seqof(env)
+      local f = tonumber(redis.call('HGET', meta, 'f'))
+      if s >= f then
+        local len = redis.call('LLEN', list)
+        local pos = len
+        while pos > 0 and seqof(redis.call('LINDEX', list, pos - 1)) > s do pos = pos - 1 end
+        if pos == len then
+          redis.call('RPUSH', list, env)
+        elseif pos == 0 then
+          redis.call('LPUSH', list, env)
+        else
+          redis.call('LINSERT', list, 'AFTER', redis.call('LINDEX', list, pos - 1), env)
+        end
+      end
+    end
+  end
+end
+return 1
+"""
+
+# Install a session read from SQL, unless another client already did.
+# KEYS: meta, list, hidden. ARGV: n, floor, full, ttl_ms, envelope1..N (ascending).
+_WARM = """
+local meta, list, hid = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', meta) == 1 then return 0 end
+redis.call('DEL', list, hid)
+redis.call('HSET', meta, 'n', ARGV[1], 'f', ARGV[2], 'full', ARGV[3], 'p', 0, 'h', 0,
+  'io', 0, 'w', ARGV[1])
+if #ARGV > 4 then redis.call('RPUSH', list, unpack(ARGV, 5)) end
+expire(tonumber(ARGV[4]), meta, list)
+return 1
+"""
+
+# Prepend older items read from SQL below the floor, if nothing moved meanwhile.
+# KEYS: meta, list. ARGV: expected_floor, new_floor, full, envelope1..N (descending).
+_REFILL = """
+local meta, list = KEYS[1], KEYS[2]
+local m = redis.call('HMGET', meta, 'f', 'full', 'p', 'io')
+if not m[1] or m[2] == '1' or m[1] ~= ARGV[1] then return 0 end
+if tonumber(m[3]) > 0 or tonumber(m[4] or '0') > 0 then return 0 end
+if #ARGV > 3 then redis.call('LPUSH', list, unpack(ARGV, 4)) end
+redis.call('HSET', meta, 'f', ARGV[2], 'full', ARGV[3])
+return 1
+"""
+
+# Acknowledge outbox entries committed to SQL and update their sessions.
+# KEYS: outbox, then meta, list, hidden per session.
+# ARGV: group, hot, ttl_ms, n_ids, id1..idN, then per session: ops, max_added_seq.
+_ACK = """
+local group, hot, ttl, nids = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if nids > 0 then
+  local ids = {unpack(ARGV, 5, 4 + nids)}
+  redis.call('XACK', KEYS[1], group, unpack(ids))
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+local a = 5 + nids
+for j = 0, (#KEYS - 1) / 3 - 1 do
+  local meta, list, hid = KEYS[2 + 3 * j], KEYS[3 + 3 * j], KEYS[4 + 3 * j]
+  if redis.call('EXISTS', meta) == 1 then
+    local ops, maxseq = tonumber(ARGV[a + 2 * j]), tonumber(ARGV[a + 2 * j + 1])
+    local p = redis.call('HINCRBY', meta, 'p', -ops)
+    if maxseq > tonumber(redis.call('HGET', meta, 'w') or '0') then
+      redis.call('HSET', meta, 'w', maxseq)
+    end
+    trim(meta, list, hid, hot)
+    if p <= 0 and tonumber(redis.call('HGET', meta, 'h') or '0') == 0 then
+      expire(ttl, meta, list)
+    end
+  end
+end
+return 1
+"""
+
+# Move one outbox entry to the dead-letter stream.
+# KEYS: outbox, dead, meta. ARGV: group, id, reason, field1, value1, ...
+_DEAD = """
+redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'reason', ARGV[3], unpack(ARGV, 4))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HINCRBY', KEYS[3], 'p', -1) end
+return 1
+"""
+
+# Drop a session's hot copy if nothing in it is pending. KEYS: meta, list, hidden.
+_EVICT = """
+local m = redis.call('HMGET', KEYS[1], 'p', 'h', 'io')
+if not m[1] then return 1 end
+if tonumber(m[1]) > 0 or tonumber(m[2]) > 0 or tonumber(m[3] or '0') > 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 1
+"""
+
+# Turn a write-through operation whose writer vanished into an outbox entry.
+# KEYS: meta, list, hidden, outbox, inflight. ARGV: op_id, session_id.
+# Returns 1 if the operation was taken over, 0 if it had already settled.
+_RECOVER = """
+local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, sid = ARGV[1], ARGV[2]
+local ts = redis.call('HGET', inflight, id)
+if not ts then return 0 end
+redis.call('HDEL', inflight, id)
+local live = redis.call('EXISTS', meta) == 1
+local kind = string.sub(id, 1, 1)
+local rest = string.sub(id, 3)
+local sep = string.find(rest, '|', 1, true)
+local a = tonumber(string.sub(rest, 1, sep - 1))
+local queued = false
+if kind == 'a' then
+  rest = string.sub(rest, sep + 1)
+  local count = tonumber(string.sub(rest, 1, string.find(rest, '|', 1, true) - 1))
+  local lens, datas, seqs = {}, {}, {}
+  for _, e in ipairs(redis.call('LRANGE', list, 0, -1)) do
+    local s = seqof(e)
+    if s >= a and s < a + count then
+      local d = string.sub(e, string.find(e, '|', 1, true) + 1)
+      datas[#datas + 1] = d
+      lens[#lens + 1] = string.len(d)
+    end
+  end
+  for i = 1, count do seqs[i] = a + i - 1 end
+  redis.call('SREM', hid, unpack(seqs))
+  if live then redis.call('HINCRBY', meta, 'h', -count) end
+  if #datas == count then
+    redis.call('XADD', outbox, '*', 'o', 'a', 's', sid, 'q', a, 't', ts,
+      'l', table.concat(lens, ','), 'd', table.concat(datas, ''))
+    queued = true
+  end
+else
+  if kind == 'p' then
+    redis.call('XADD', outbox, '*', 'o', 'p', 's', sid, 'q', a, 't', ts)
+  else
+    local keep = {}
+    for _, s in ipairs(redis.call('SMEMBERS', hid)) do
+      if tonumber(s) <= a then keep[#keep + 1] = s end
+    end
+    redis.call('XADD', outbox, '*', 'o', 'c', 's', sid, 'q', a, 't', ts,
+      'k', table.concat(keep, ','))
+  end
+  queued = true
+  if live then redis.call('HINCRBY', meta, 'io', -1) end
+end
+if queued and live then
+  redis.call('HINCRBY', meta, 'p', 1)
+  redis.call('PERSIST', meta)
+  redis.call('PERSIST', list)
+end
+return 1
+"""
+
+# Renew a shard lease held with this token, or take it if free.
+# KEYS: lease. ARGV: token, ttl_ms. Returns 1 if held after the call.
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Release a lease if still held by this token. KEYS: lease. ARGV: token.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+SCRIPTS: dict[str, str] = {
+    name: _PRELUDE + body
+    for name, body in {
+        "add": _ADD,
+        "read": _READ,
+        "pop": _POP,
+        "clear": _CLEAR,
+        "settle": _SETTLE,
+        "warm": _WARM,
+        "refill": _REFILL,
+        "ack": _ACK,
+        "dead": _DEAD,
+        "evict": _EVICT,
+        "recover": _RECOVER,
+        "lease": _LEASE,
+        "release": _RELEASE,
+    }.items()
+}

@@ -1,0 +1,134 @@
+"""TieredSession: the Agents SDK ``Session`` protocol on a TieredStore.
+
+Example:
+    >>> import asyncio
+    >>> from tiered_session import TieredSession
+    >>> async def main():
+    ...     async with TieredSession("user-1") as session:   # embedded default
+    ...         await session.add_items([{"role": "user", "content": "hi"}])
+    ...         return await session.get_items()
+    >>> asyncio.run(main())
+    [{'role': 'user', 'content': 'hi'}]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._config import validate_session_id
+from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._store import TieredStore
+
+__all__ = ["TieredSession"]
+
+
+class TieredSession:
+    """Conversation history of one session, in Redis (hot) and SQL (durable).
+
+    ``TieredSession("id")`` alone gives a private embedded store (in-process
+    fakeredis + in-memory SQLite); ``store.session("id")`` shares a store;
+    ``TieredSession.from_url("id", redis_url=..., sql_url=...)`` owns a private
+    store on real servers. Sessions that own their store release it with
+    ``await session.aclose()`` (or ``async with``).
+
+    Satisfies ``agents.memory.Session`` without importing the SDK.
+    """
+
+    session_id: str
+    session_settings: Any
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        store: TieredStore | None = None,
+        session_settings: Any = None,
+        **options: Any,
+    ) -> None:
+        self.session_id = validate_session_id(session_id)
+        self.session_settings = _coerce_settings(session_settings)
+        if store is None:
+            from ._store import TieredStore
+
+            store = TieredStore(**options)
+            self._owns_store = True
+        elif options:
+            raise ConfigurationError(
+                "store options cannot be combined with store=; configure the store instead"
+            )
+        else:
+            self._owns_store = False
+        self.store = store
+        self._keys = store.keys.session(self.session_id)
+
+    @classmethod
+    def from_url(
+        cls,
+        session_id: str,
+        *,
+        redis_url: str | None = None,
+        sql_url: str | None = None,
+        session_settings: Any = None,
+        **options: Any,
+    ) -> TieredSession:
+        """Build a session that owns a private store on the given servers."""
+        from ._store import TieredStore
+
+        store = TieredStore.from_url(redis_url, sql_url, **options)
+        session = cls(session_id, store=store, session_settings=session_settings)
+        session._owns_store = True
+        return session
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        """Return the newest ``limit`` items (all when None) in chronological order.
+
+        When ``limit`` is None the session's ``session_settings.limit`` applies.
+        """
+        if limit is None and self.session_settings is not None:
+            limit = getattr(self.session_settings, "limit", None)
+        return await self.store.get_items(self._keys, limit)
+
+    async def add_items(self, items: list[Any]) -> None:
+        """Append items; all of them or none are stored."""
+        await self.store.add_items(self._keys, items)
+
+    async def pop_item(self) -> Any | None:
+        """Remove and return the newest item, or None if the session is empty."""
+        return await self.store.pop_item(self._keys)
+
+    async def clear_session(self) -> None:
+        """Delete every item of this session."""
+        await self.store.clear_session(self._keys)
+
+    async def aclose(self) -> None:
+        """Close the private store if this session owns one; otherwise nothing."""
+        if self._owns_store:
+            await self.store.aclose()
+
+    async def __aenter__(self) -> TieredSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"TieredSession({self.session_id!r}, write_mode={self.store.config.write_mode!r})"
+
+
+def _coerce_settings(value: Any) -> Any:
+    """Accept a SessionSettings, an object with ``.limit``, a dict, or None."""
+    if value is None or hasattr(value, "limit"):
+        return value
+    if isinstance(value, dict):
+        try:
+            from agents.memory import SessionSettings
+        except ImportError:
+            from types import SimpleNamespace
+
+            return SimpleNamespace(limit=value.get("limit"))
+        return SessionSettings(**value)
+    raise ConfigurationError(
+        f"session_settings must be a SessionSettings, a dict or None, got {type(value).__name__}"
+    )

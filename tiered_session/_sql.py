@@ -1,0 +1,280 @@
+"""The SQL tier: table definitions and every statement, in SQLAlchemy Core.
+
+The schema is a superset of the Agents SDK's ``SQLAlchemySession`` schema:
+``agent_messages`` gains a ``seq`` column with a unique index on
+``(session_id, seq)``, so the SDK can read what we write and inserts are
+idempotent.
+
+Example:
+    >>> from tiered_session._sql import build_tables
+    >>> _, sessions, messages = build_tables("agent_sessions", "agent_messages")
+    >>> sorted(messages.c.keys())
+    ['created_at', 'id', 'message_data', 'seq', 'session_id']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    TIMESTAMP,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    event,
+    exists,
+    func,
+    not_,
+    select,
+)
+from sqlalchemy import text as sql_text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import StaticPool
+
+from ._errors import ConfigurationError, StorageUnavailableError
+
+__all__ = ["Op", "SqlTier", "build_tables"]
+
+
+def build_tables(sessions_table: str, messages_table: str) -> tuple[MetaData, Table, Table]:
+    """Return (metadata, sessions, messages) tables for the given names."""
+    md = MetaData()
+    sessions = Table(
+        sessions_table,
+        md,
+        Column("session_id", String, primary_key=True),
+        Column(
+            "created_at",
+            TIMESTAMP(timezone=False),
+            server_default=sql_text("CURRENT_TIMESTAMP"),
+            nullable=False,
+        ),
+        Column(
+            "updated_at",
+            TIMESTAMP(timezone=False),
+            server_default=sql_text("CURRENT_TIMESTAMP"),
+            nullable=False,
+        ),
+    )
+    messages = Table(
+        messages_table,
+        md,
+        Column(
+            "id",
+            BigInteger().with_variant(Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        Column(
+            "session_id",
+            String,
+            ForeignKey(f"{sessions_table}.session_id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        Column("message_data", Text, nullable=False),
+        Column(
+            "created_at",
+            TIMESTAMP(timezone=False),
+            server_default=sql_text("CURRENT_TIMESTAMP"),
+            nullable=False,
+        ),
+        Column("seq", BigInteger, nullable=True),
+        Index(f"idx_{messages_table}_session_time", "session_id", "created_at"),
+        Index(f"uq_{messages_table}_session_seq", "session_id", "seq", unique=True),
+        sqlite_autoincrement=True,
+    )
+    return md, sessions, messages
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operation to apply to SQL, in order.
+
+    ``kind`` is ``"a"`` (add ``rows``), ``"p"`` (delete ``seq``), ``"c"``
+    (delete everything up to ``seq`` except ``keep``) or ``"x"`` (delete the
+    ``count`` seqs from ``seq``: undo of a write-through add that failed).
+    """
+
+    kind: str
+    session_id: str
+    seq: int = 0
+    rows: Sequence[tuple[int, str]] = ()
+    keep: Sequence[int] = ()
+    count: int = 0
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 10000")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+class SqlTier:
+    """All SQL the store runs, on one AsyncEngine."""
+
+    def __init__(self, engine: AsyncEngine, sessions_table: str, messages_table: str) -> None:
+        dialect = engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            raise ConfigurationError(
+                f"unsupported SQL dialect {dialect!r}: use sqlite+aiosqlite or postgresql+asyncpg"
+            )
+        self.engine = engine
+        self.dialect = dialect
+        self.metadata, self.sessions, self.messages = build_tables(sessions_table, messages_table)
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # One aiosqlite connection cannot run two transactions at once.
+        self._lock: asyncio.Lock | None = asyncio.Lock() if dialect == "sqlite" else None
+        if dialect == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+            if not isinstance(engine.pool, StaticPool):
+                # WAL lets readers in other processes run beside the writer.
+                event.listen(engine.sync_engine, "connect", _sqlite_wal)
+
+    # ------------------------------------------------------------------ plumbing
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """Open a transaction; translate driver errors to StorageUnavailableError."""
+        try:
+            if self._lock is None:
+                async with self.engine.begin() as conn:
+                    yield conn
+            else:
+                async with self._lock, self.engine.begin() as conn:
+                    yield conn
+        except SQLAlchemyError as e:
+            raise StorageUnavailableError(f"SQL operation failed: {_describe(e)}") from e
+        except OSError as e:
+            raise StorageUnavailableError(f"SQL database unreachable: {e}") from e
+
+    async def create_tables(self) -> None:
+        """Create missing tables and indexes (idempotent)."""
+        async with self.begin() as conn:
+            await conn.run_sync(self.metadata.create_all)
+
+    # ------------------------------------------------------------------ reads
+    async def latest(
+        self, session_id: str, before: int | None, limit: int | None
+    ) -> list[tuple[int, str]]:
+        """Return (seq, json) rows of a session in ascending seq order.
+
+        Only rows with ``seq < before`` (when given); the newest ``limit``
+        of them (when given), with the limit pushed into the query.
+        """
+        m = self.messages
+        stmt = select(m.c.seq, m.c.message_data).where(m.c.session_id == session_id)
+        if before is not None:
+            stmt = stmt.where(m.c.seq < before)
+        if limit is None:
+            stmt = stmt.order_by(m.c.seq.asc())
+        else:
+            stmt = stmt.order_by(m.c.seq.desc()).limit(limit)
+        async with self.begin() as conn:
+            rows = [(int(r[0]), r[1]) for r in (await conn.execute(stmt)).all()]
+        if limit is not None:
+            rows.reverse()
+        return rows
+
+    async def session_ids(self) -> list[str]:
+        """Return every session id in the sessions table."""
+        async with self.begin() as conn:
+            return [r[0] for r in (await conn.execute(select(self.sessions.c.session_id))).all()]
+
+    # ------------------------------------------------------------------ writes
+    async def insert(
+        self, conn: AsyncConnection, rows: Iterable[tuple[str, int, str]], *, idempotent: bool
+    ) -> None:
+        """Insert (session_id, seq, json) rows and touch their sessions."""
+        rows = list(rows)
+        if not rows:
+            return
+        payload = [{"session_id": s, "seq": q, "message_data": d} for s, q, d in rows]
+        sids = sorted({r[0] for r in rows})
+        up = self._insert(self.sessions).values([{"session_id": s} for s in sids])
+        up = up.on_conflict_do_update(
+            index_elements=[self.sessions.c.session_id],
+            set_={"updated_at": func.current_timestamp()},
+        )
+        await conn.execute(up)
+        ins = self._insert(self.messages)
+        if idempotent:
+            ins = ins.on_conflict_do_nothing(
+                index_elements=[self.messages.c.session_id, self.messages.c.seq]
+            )
+        await conn.execute(ins, payload)
+
+    async def delete_seq(self, conn: AsyncConnection, session_id: str, seq: int) -> None:
+        """Delete one item (a pop)."""
+        m = self.messages
+        await conn.execute(delete(m).where(m.c.session_id == session_id, m.c.seq == seq))
+
+    async def clear(
+        self, conn: AsyncConnection, session_id: str, upto: int, keep: Sequence[int] = ()
+    ) -> None:
+        """Delete items up to ``upto`` (except ``keep``), and the session row if empty."""
+        m, s = self.messages, self.sessions
+        cond = and_(m.c.session_id == session_id, m.c.seq <= upto)
+        if keep:
+            cond = and_(cond, m.c.seq.not_in(list(keep)))
+        await conn.execute(delete(m).where(cond))
+        await conn.execute(
+            delete(s).where(
+                s.c.session_id == session_id,
+                not_(exists().where(m.c.session_id == session_id)),
+            )
+        )
+
+    async def apply(self, conn: AsyncConnection, ops: Sequence[Op]) -> None:
+        """Apply operations in order; consecutive adds become one multi-row insert."""
+        pending: list[tuple[str, int, str]] = []
+        for op in ops:
+            if op.kind == "a":
+                pending.extend((op.session_id, q, d) for q, d in op.rows)
+                continue
+            await self.insert(conn, pending, idempotent=True)
+            pending = []
+            if op.kind == "p":
+                await self.delete_seq(conn, op.session_id, op.seq)
+            elif op.kind == "x":
+                m = self.messages
+                await conn.execute(
+                    delete(m).where(
+                        m.c.session_id == op.session_id,
+                        m.c.seq >= op.seq,
+                        m.c.seq < op.seq + op.count,
+                    )
+                )
+            else:
+                await self.clear(conn, op.session_id, op.seq, op.keep)
+        await self.insert(conn, pending, idempotent=True)
+
+
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode = WAL")
+    finally:
+        cursor.close()
+
+
+def _describe(e: SQLAlchemyError) -> str:
+    """Describe a driver error without its SQL parameters (they may hold user data)."""
+    orig = getattr(e, "orig", None)
+    return f"{type(orig or e).__name__}: {str(orig or e).splitlines()[0][:300]}"

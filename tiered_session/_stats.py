@@ -1,0 +1,60 @@
+"""Counters kept by a store, and the typed mapping ``store.stats()`` returns.
+
+Example:
+    >>> from tiered_session._stats import Counters
+    >>> c = Counters()
+    >>> c.cache_hits += 1
+    >>> c.snapshot()["cache_hits"]
+    1
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TypedDict
+
+__all__ = ["Counters", "StoreStats"]
+
+
+class StoreStats(TypedDict):
+    """What ``await store.stats()`` returns.
+
+    Counters are per process (since the store started); ``backlog``,
+    ``flush_lag_seconds`` and ``dead_letters`` are read from Redis and are
+    global to the key prefix.
+    """
+
+    write_mode: str
+    cache_hits: int
+    cache_misses: int
+    cold_reads: int
+    degraded_reads: int
+    corrupt_rows: int
+    items_added: int
+    flush_batches: int
+    flushed_entries: int
+    flush_errors: int
+    recovered_operations: int
+    backlog: int
+    flush_lag_seconds: float
+    dead_letters: int
+
+
+@dataclass
+class Counters:
+    """Monotonic per-process counters."""
+
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cold_reads: int = 0
+    degraded_reads: int = 0
+    corrupt_rows: int = 0
+    items_added: int = 0
+    flush_batches: int = 0
+    flushed_entries: int = 0
+    flush_errors: int = 0
+    recovered_operations: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        """Return the counters as a plain dict."""
+        return asdict(self)

@@ -1,0 +1,585 @@
+"""TieredStore: the Redis hot tier and the SQL source of truth behind one object.
+
+Example:
+    >>> import asyncio
+    >>> from tiered_session import TieredStore
+    >>> async def main():
+    ...     async with TieredStore.from_url(write_mode="behind") as store:
+    ...         s = store.session("user-1")
+    ...         await s.add_items([{"role": "user", "content": "hi"}])
+    ...         await store.flush()
+    ...         return await s.get_items(limit=1)
+    >>> asyncio.run(main())
+    [{'role': 'user', 'content': 'hi'}]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from redis.exceptions import ResponseError as RedisResponseError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from ._codec import decode_item, encode_item, envelope, split_envelope
+from ._config import StoreConfig, validate_session_id
+from ._errors import (
+    BackpressureError,
+    ConfigurationError,
+    CorruptDataError,
+    InvalidInputError,
+    MissingDependencyError,
+    StorageUnavailableError,
+    StoreClosedError,
+    TieredSessionError,
+)
+from ._keys import KeySpace, SessionKeys
+from ._scripts import COLD, SCRIPTS
+from ._sql import SqlTier
+from ._stats import Counters, StoreStats
+
+if TYPE_CHECKING:
+    from ._flusher import Flusher
+    from ._session import TieredSession
+
+__all__ = ["TieredStore"]
+
+log = logging.getLogger("tiered_session")
+T = TypeVar("T")
+
+_REFILL_RETRIES = 200
+
+
+async def run_to_completion(aw: Awaitable[T]) -> T:
+    """Run a mutation to its end even if the caller is cancelled meanwhile.
+
+    The cancellation is re-raised once the mutation has settled, so a batch is
+    applied whole or not at all, never half.
+    """
+    task = asyncio.ensure_future(aw)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError as e:
+            cancelled = cancelled or e
+    if cancelled is not None:
+        if not task.cancelled():
+            task.exception()  # mark retrieved; the cancellation wins
+        raise cancelled
+    return task.result()
+
+
+class TieredStore:
+    """A Redis hot tier plus a SQL source of truth, shared by many sessions.
+
+    Example:
+        >>> store = TieredStore.from_url(hot_items=50)  # embedded default
+        >>> store.session("user-1").session_id
+        'user-1'
+
+    Args:
+        redis: a ``redis.asyncio.Redis`` client (``decode_responses=False``);
+            the caller keeps ownership. ``None`` uses an in-process fakeredis.
+        engine: a SQLAlchemy ``AsyncEngine``; the caller keeps ownership.
+            ``None`` uses an in-memory SQLite database (tables created).
+        config: a :class:`StoreConfig`; or pass its fields as keyword options.
+    """
+
+    def __init__(
+        self,
+        *,
+        redis: Redis | None = None,
+        engine: AsyncEngine | None = None,
+        config: StoreConfig | None = None,
+        **options: Any,
+    ) -> None:
+        if config is not None and options:
+            raise ConfigurationError("pass either config= or keyword options, not both")
+        if config is None:
+            try:
+                config = StoreConfig(**options)
+            except TypeError as e:
+                raise ConfigurationError(f"unknown option: {e}") from e
+        self.config = config
+        self._owns_redis = redis is None
+        self._owns_engine = engine is None
+        self._fake_redis = redis is None
+        if redis is None:
+            redis = _embedded_redis()
+        if engine is None:
+            engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
+            config_tables = True
+        else:
+            config_tables = config.create_tables
+        self._create_tables = config_tables
+        self.redis: Redis = redis
+        self.engine: AsyncEngine = engine
+        self.sql = SqlTier(engine, config.sessions_table, config.messages_table)
+        self.keys = KeySpace(config.key_prefix, config.outbox_shards)
+        self.counters = Counters()
+        self._scripts = {name: redis.register_script(src) for name, src in SCRIPTS.items()}
+        self._behind = config.write_mode == "behind"
+        self._mode = b"b" if self._behind else b"t"
+        self._hot = config.hot_items
+        self._ttl_ms = int(config.hot_ttl * 1000)
+        self._started = False
+        self._closed = False
+        self._start_lock = asyncio.Lock()
+        self._flusher: Flusher | None = None
+        self._flusher_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_url(
+        cls,
+        redis_url: str | None = None,
+        sql_url: str | None = None,
+        *,
+        redis_kwargs: dict[str, Any] | None = None,
+        engine_kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> TieredStore:
+        """Build a store that owns its clients (closed by ``aclose()``).
+
+        ``None`` for a URL selects the embedded default for that tier:
+        in-process fakeredis, in-memory SQLite.
+        """
+        redis = None
+        if redis_url is not None:
+            if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigurationError("redis_url must start with redis://, rediss:// or unix://")
+            redis = Redis.from_url(redis_url, decode_responses=False, **(redis_kwargs or {}))
+        engine = None
+        if sql_url is not None:
+            engine = _engine_from_url(sql_url, engine_kwargs or {})
+        store = cls(redis=redis, engine=engine, **options)
+        store._owns_redis = True
+        store._owns_engine = True
+        return store
+
+    def session(self, session_id: str, *, session_settings: Any = None) -> TieredSession:
+        """Return a session bound to this store (cheap; no I/O)."""
+        from ._session import TieredSession
+
+        return TieredSession(
+            session_id,
+            store=self,
+            session_settings=(
+                session_settings if session_settings is not None else self.config.session_settings
+            ),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Create tables (if asked) and start the in-process flusher. Idempotent."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._closed:
+                raise StoreClosedError("this store is closed; create a new one")
+            if self._create_tables:
+                await self.sql.create_tables()
+            if self.config.run_flusher:
+                from ._flusher import Flusher
+
+                self._flusher = Flusher(self)
+                self._flusher_task = asyncio.create_task(
+                    self._flusher.run(self._stop), name="tiered-session-flusher"
+                )
+            self._started = True
+
+    async def _ready(self) -> None:
+        if not self._started:
+            await self.start()
+        elif self._closed:
+            raise StoreClosedError("this store is closed; create a new one")
+
+    async def aclose(self, *, drain_timeout: float = 10.0) -> None:
+        """Drain and stop the flusher, then close the clients this store owns.
+
+        Idempotent. Clients passed in by the caller are left open.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher_task is not None:
+            self._stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._flusher_task), drain_timeout)
+            except TimeoutError:
+                self._flusher_task.cancel()
+                await asyncio.gather(self._flusher_task, return_exceptions=True)
+                log.warning("flusher did not drain within %.1fs; stopped it", drain_timeout)
+            self._flusher_task = None
+        if self._owns_redis:
+            await self.redis.aclose()
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> TieredStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ redis plumbing
+    async def _script(self, name: str, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        except RedisResponseError as e:
+            raise StorageUnavailableError(f"Redis rejected script {name!r}: {e}") from e
+        except (RedisError, OSError) as e:
+            raise StorageUnavailableError(f"Redis unreachable: {e}") from e
+
+    @staticmethod
+    def _skeys(k: SessionKeys) -> list[bytes]:
+        return [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight]
+
+    # ------------------------------------------------------------------ warming
+    async def _warm(self, k: SessionKeys) -> None:
+        """Load a session's newest items from SQL into Redis (first writer wins)."""
+        self.counters.cache_misses += 1
+        rows = await self.sql.latest(k.session_id, None, self._hot + 1)
+        full = len(rows) <= self._hot
+        if not full:
+            rows = rows[1:]
+        n = rows[-1][0] if rows else 0
+        floor = rows[0][0] if rows else n + 1
+        envs = [envelope(q, d.encode()) for q, d in rows]
+        await self._script(
+            "warm", [k.meta, k.items, k.hidden], [n, floor, int(full), self._ttl_ms, *envs]
+        )
+
+    # ------------------------------------------------------------------ reads
+    async def get_items(self, k: SessionKeys, limit: int | None) -> list[Any]:
+        """Return the newest ``limit`` items (all when None) in chronological order."""
+        if limit is None:
+            lim = -1
+        elif isinstance(limit, bool) or not isinstance(limit, int):
+            raise InvalidInputError(f"limit must be an int or None, got {limit!r}")
+        elif limit < 0:
+            raise InvalidInputError(f"limit must be >= 0 or None, got {limit}")
+        elif limit == 0:
+            return []
+        else:
+            lim = limit
+        await self._ready()
+        for _ in range(3):
+            res = await self._script("read", [k.meta, k.items, k.hidden], [lim, self._ttl_ms])
+            if res[0] == COLD:
+                await self._warm(k)
+                continue
+            full, floor, envs = res
+            items = self._decode_envelopes(k, envs)
+            if full or (lim > 0 and len(items) >= lim):
+                self.counters.cache_hits += 1
+                return items
+            self.counters.cold_reads += 1
+            rows = await self.sql.latest(k.session_id, floor, None if lim < 0 else lim - len(items))
+            return self._decode_rows(k, rows) + items
+        raise StorageUnavailableError(
+            f"session {k.session_id!r} keeps vanishing from Redis (evicted on every read?)"
+        )
+
+    def _decode_envelopes(self, k: SessionKeys, envs: list[bytes]) -> list[Any]:
+        try:
+            return [decode_item(split_envelope(e)[1]) for e in envs]
+        except CorruptDataError as e:
+            self._report_corrupt(k, "Redis hot list", e)
+            raise
+
+    def _decode_rows(self, k: SessionKeys, rows: list[tuple[int, str]]) -> list[Any]:
+        out = []
+        for seq, data in rows:
+            try:
+                out.append(decode_item(data))
+            except CorruptDataError as e:
+                self._report_corrupt(k, f"SQL row seq={seq}", e)
+                raise CorruptDataError(
+                    f"session {k.session_id!r}: SQL row seq={seq} is not valid JSON; "
+                    "repair or delete that row"
+                ) from e
+        return out
+
+    def _report_corrupt(self, k: SessionKeys, where: str, e: Exception) -> None:
+        self.counters.corrupt_rows += 1
+        log.error("corrupt item in %s of session %r: %s", where, k.session_id, e)
+
+    # ------------------------------------------------------------------ writes
+    async def add_items(self, k: SessionKeys, items: Sequence[Any]) -> None:
+        """Append items atomically (all or none)."""
+        if not isinstance(items, list | tuple):
+            raise InvalidInputError(f"items must be a list, got {type(items).__name__}")
+        if not items:
+            await self._ready()
+            return
+        datas = [encode_item(item) for item in items]  # validates before any write
+        await self._ready()
+        await run_to_completion(self._add(k, datas))
+        self.counters.items_added += len(datas)
+
+    async def _add(self, k: SessionKeys, datas: list[bytes]) -> None:
+        now = int(time.time() * 1000)
+        args: list[Any] = [
+            self._mode,
+            self._hot,
+            self._ttl_ms,
+            self.config.max_backlog,
+            k.session_id,
+            now,
+            *datas,
+        ]
+        for _ in range(3):
+            res = await self._script("add", self._skeys(k), args)
+            if res[0] == COLD:
+                await self._warm(k)
+                continue
+            if res[0] == -2:
+                raise BackpressureError(
+                    f"write-behind backlog of shard {k.shard.shard} reached max_backlog="
+                    f"{self.config.max_backlog}; the items were not accepted. Check that a "
+                    "flusher is running and SQL is reachable, then retry."
+                )
+            if self._behind:
+                return
+            await self._commit_add(k, int(res[0]), datas)
+            return
+        raise StorageUnavailableError(f"session {k.session_id!r} could not be loaded into Redis")
+
+    async def _commit_add(self, k: SessionKeys, first: int, datas: list[bytes]) -> None:
+        op_id = f"a|{first}|{len(datas)}|{k.session_id}"
+        rows = [(k.session_id, first + i, d.decode()) for i, d in enumerate(datas)]
+        try:
+            async with self.sql.begin() as conn:
+                await self.sql.insert(conn, rows, idempotent=False)
+        except BaseException:
+            envs = [envelope(first + i, d) for i, d in enumerate(datas)]
+            owned = await self._settle(
+                k, op_id, False, [b"a", first, len(datas), k.session_id, *envs]
+            )
+            if owned:
+                raise
+            log.warning("add to %r was recovered by a flusher; it will be stored", k.session_id)
+            return
+        await self._settle(k, op_id, True, [b"a", first, len(datas)])
+
+    async def _settle(self, k: SessionKeys, op_id: str, ok: bool, tail: list[Any]) -> bool:
+        res = await self._script(
+            "settle",
+            [k.meta, k.items, k.hidden, k.shard.inflight, k.shard.outbox],
+            [op_id, int(ok), self._hot, *tail],
+        )
+        return bool(res)
+
+    async def pop_item(self, k: SessionKeys) -> Any:
+        """Remove and return the newest item, or None when the session is empty."""
+        await self._ready()
+        return await run_to_completion(self._pop(k))
+
+    async def _pop(self, k: SessionKeys) -> Any:
+        now = int(time.time() * 1000)
+        for _ in range(_REFILL_RETRIES):
+            res = await self._script("pop", self._skeys(k), [self._mode, k.session_id, now])
+            status = res[0]
+            if status == COLD:
+                await self._warm(k)
+                continue
+            if status == 0:
+                return None
+            if status == -3:
+                await self._refill(k, int(res[1]) + int(res[2]), int(res[3]))
+                continue
+            env: bytes = res[1]
+            seq, data = split_envelope(env)
+            try:
+                item = decode_item(data)
+            except CorruptDataError as e:
+                # The pop has been taken: report loudly rather than skip silently.
+                self._report_corrupt(k, "Redis hot list", e)
+                if not self._behind:
+                    await self._commit_pop(k, seq, env)
+                raise
+            if not self._behind:
+                await self._commit_pop(k, seq, env)
+            return item
+        raise StorageUnavailableError(f"pop on {k.session_id!r} could not refill the hot list")
+
+    async def _commit_pop(self, k: SessionKeys, seq: int, env: bytes) -> None:
+        op_id = f"p|{seq}|{k.session_id}"
+        try:
+            async with self.sql.begin() as conn:
+                await self.sql.delete_seq(conn, k.session_id, seq)
+        except BaseException:
+            if await self._settle(k, op_id, False, [b"p", env]):
+                raise
+            return
+        await self._settle(k, op_id, True, [b"p"])
+
+    async def _refill(self, k: SessionKeys, unsettled: int, floor: int) -> None:
+        """Move older items from SQL below the floor into the empty hot list."""
+        if unsettled:
+            # SQL is not yet up to date for this session: let it catch up.
+            if self._flusher is not None:
+                self._flusher.wake()
+            await asyncio.sleep(0.005)
+            return
+        rows = await self.sql.latest(k.session_id, floor, self._hot + 1)
+        full = len(rows) <= self._hot
+        if not full:
+            rows = rows[1:]
+        new_floor = rows[0][0] if rows else floor
+        envs = [envelope(q, d.encode()) for q, d in reversed(rows)]
+        self.counters.cold_reads += 1
+        await self._script("refill", [k.meta, k.items], [floor, new_floor, int(full), *envs])
+
+    async def clear_session(self, k: SessionKeys) -> None:
+        """Delete every item of the session."""
+        await self._ready()
+        await run_to_completion(self._clear(k))
+
+    async def _clear(self, k: SessionKeys) -> None:
+        now = int(time.time() * 1000)
+        for _ in range(3):
+            res = await self._script("clear", self._skeys(k), [self._mode, k.session_id, now])
+            if res[0] == COLD:
+                await self._warm(k)
+                continue
+            if self._behind:
+                return
+            upto, keep = int(res[1]), [int(x) for x in res[2:]]
+            op_id = f"c|{upto}|{k.session_id}"
+            try:
+                async with self.sql.begin() as conn:
+                    await self.sql.clear(conn, k.session_id, upto, keep)
+            except BaseException:
+                if await self._settle(k, op_id, False, [b"c"]):
+                    raise
+                return
+            await self._settle(k, op_id, True, [b"c"])
+            return
+        raise StorageUnavailableError(f"session {k.session_id!r} could not be loaded into Redis")
+
+    async def _redis_call(self, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except (RedisError, OSError) as e:
+            raise StorageUnavailableError(f"Redis unreachable: {e}") from e
+
+    # ------------------------------------------------------------------ operations
+    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Return once every write accepted so far is committed in SQL.
+
+        Waits for whichever flusher owns each shard (this process's, or a
+        worker's). Raises ``TimeoutError`` after ``timeout`` seconds.
+        """
+        await self._ready()
+        shards = self.keys.all_shards()
+        pipe = self.redis.pipeline(transaction=False)
+        for sh in shards:
+            pipe.xrevrange(sh.outbox, count=1)
+        tips = await self._redis_call(pipe.execute())
+        targets = [(sh, tip[0][0]) for sh, tip in zip(shards, tips, strict=True) if tip]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while targets:
+            pipe = self.redis.pipeline(transaction=False)
+            for sh, tip in targets:
+                pipe.xrange(sh.outbox, min="-", max=tip, count=1)
+            left = await self._redis_call(pipe.execute())
+            targets = [t for t, rest in zip(targets, left, strict=True) if rest]
+            if not targets:
+                return
+            if self._flusher is not None:
+                self._flusher.wake()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"flush did not finish within {timeout}s: {len(targets)} shard(s) still "
+                    "have unflushed entries; is a flusher running and SQL reachable?"
+                )
+            await asyncio.sleep(0.002)
+
+    async def evict(self, session_id: str) -> None:
+        """Flush a session, then drop its Redis copy; the next read re-warms from SQL."""
+        k = self.keys.session(validate_session_id(session_id))
+        await self._ready()
+        while True:
+            if await self._script("evict", [k.meta, k.items, k.hidden], []):
+                return
+            if self._flusher is not None:
+                self._flusher.wake()
+            await asyncio.sleep(0.002)
+
+    async def stats(self) -> StoreStats:
+        """Return counters of this process plus backlog figures from Redis."""
+        await self._ready()
+        shards = self.keys.all_shards()
+        pipe = self.redis.pipeline(transaction=False)
+        for sh in shards:
+            pipe.xlen(sh.outbox)
+            pipe.xrange(sh.outbox, count=1)
+            pipe.xlen(sh.dead)
+        res = await self._redis_call(pipe.execute())
+        backlog = sum(res[0::3])
+        dead = sum(res[2::3])
+        oldest = [int(r[0][0].split(b"-")[0]) for r in res[1::3] if r]
+        lag = max(0.0, time.time() - min(oldest) / 1000) if oldest else 0.0
+        c = self.counters
+        return StoreStats(
+            write_mode=self.config.write_mode,
+            cache_hits=c.cache_hits,
+            cache_misses=c.cache_misses,
+            cold_reads=c.cold_reads,
+            degraded_reads=c.degraded_reads,
+            corrupt_rows=c.corrupt_rows,
+            items_added=c.items_added,
+            flush_batches=c.flush_batches,
+            flushed_entries=c.flushed_entries,
+            flush_errors=c.flush_errors,
+            recovered_operations=c.recovered_operations,
+            backlog=backlog,
+            flush_lag_seconds=round(lag, 3),
+            dead_letters=dead,
+        )
+
+
+def _embedded_redis() -> Redis:
+    try:
+        import fakeredis
+    except ImportError as e:  # pragma: no cover - fakeredis is a core dependency
+        raise MissingDependencyError("fakeredis", "embedded") from e
+    client: Redis = fakeredis.FakeAsyncRedis(decode_responses=False)
+    return client
+
+
+def _engine_from_url(url: str, engine_kwargs: dict[str, Any]) -> AsyncEngine:
+    if url.startswith("sqlite") and "+aiosqlite" not in url.split("://", 1)[0]:
+        raise ConfigurationError(
+            "sql_url for SQLite must use the async driver: sqlite+aiosqlite://"
+        )
+    if url.startswith("postgresql") and "+asyncpg" not in url.split("://", 1)[0]:
+        raise ConfigurationError(
+            "sql_url for PostgreSQL must use the async driver: postgresql+asyncpg://"
+        )
+    kwargs = dict(engine_kwargs)
+    if url.startswith("sqlite") and (url.endswith("://") or ":memory:" in url):
+        kwargs.setdefault("poolclass", StaticPool)
+    try:
+        return create_async_engine(url, **kwargs)
+    except (ImportError, ModuleNotFoundError) as e:
+        raise MissingDependencyError(str(e.name or "driver"), "postgres") from e
+    except Exception as e:
+        raise ConfigurationError(f"invalid sql_url: {type(e).__name__}: {e}") from e
+
+
+# Re-exported for the type checker in other modules.
+_ = TieredSessionError
