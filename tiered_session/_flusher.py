@@ -200,9 +200,9 @@ class Flusher:
         resp = await self.store.redis.xreadgroup(
             GROUP,
             self.token,
-            streams,
+            dict(streams),  # type: ignore[arg-type]
             count=self.batch_size,
-            block=block_ms,  # type: ignore[arg-type]
+            block=block_ms,
         )
         return cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], resp or [])
 
