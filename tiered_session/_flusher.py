@@ -93,6 +93,7 @@ class Flusher:
         self._next_lease = 0.0
         self._next_recovery = 0.0
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._block = not store._fake_redis
 
     def wake(self) -> None:
@@ -131,6 +132,7 @@ class Flusher:
     # ------------------------------------------------------------------ main loop
     async def run(self, stop: asyncio.Event, *, drain_on_stop: bool = True) -> None:
         """Flush until ``stop`` is set, then drain what is left (best effort)."""
+        self._stop = stop
         backoff = 0.0
         while not stop.is_set():
             try:
@@ -166,7 +168,7 @@ class Flusher:
         await self._recover_inflight()
         if not self._owned:
             if block:
-                await asyncio.sleep(min(1.0, self.store.config.lease_ttl / 3))
+                await _sleep_or(self._stop, min(1.0, self.store.config.lease_ttl / 3), self._wake)
             return 0
         moved = 0
         now = time.monotonic()
@@ -176,7 +178,7 @@ class Flusher:
         ready = [s for s in self._owned.values() if not s.replay]
         if not ready:
             if block and moved == 0:
-                await asyncio.sleep(0.05)
+                await _sleep_or(self._stop, 0.05)
             return moved
         self._wake.clear()
         block_ms = int(self.interval * 1000) if (block and self._block and moved == 0) else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,9 @@ class Op:
     count: int = 0
 
 
+_SQLITE_LOCKS: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -140,13 +144,17 @@ class SqlTier:
         self.dialect = dialect
         self.metadata, self.sessions, self.messages = build_tables(sessions_table, messages_table)
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        # One aiosqlite connection cannot run two transactions at once.
-        self._lock: asyncio.Lock | None = asyncio.Lock() if dialect == "sqlite" else None
+        # SQLite allows one writer: serialise this process's transactions on the
+        # engine (shared by every store using it) instead of failing on locks.
+        self._lock: asyncio.Lock | None = None
         if dialect == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
-            if not isinstance(engine.pool, StaticPool):
-                # WAL lets readers in other processes run beside the writer.
-                event.listen(engine.sync_engine, "connect", _sqlite_wal)
+            self._lock = _SQLITE_LOCKS.get(engine.sync_engine)
+            if self._lock is None:
+                self._lock = _SQLITE_LOCKS[engine.sync_engine] = asyncio.Lock()
+                event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+                if not isinstance(engine.pool, StaticPool):
+                    # WAL lets readers in other processes run beside the writer.
+                    event.listen(engine.sync_engine, "connect", _sqlite_wal)
 
     # ------------------------------------------------------------------ plumbing
     @contextlib.asynccontextmanager

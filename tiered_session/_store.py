@@ -110,9 +110,10 @@ class TieredStore:
         self.config = config
         self._owns_redis = redis is None
         self._owns_engine = engine is None
-        self._fake_redis = redis is None
         if redis is None:
             redis = _embedded_redis()
+        # fakeredis cannot block on XREADGROUP: the flusher polls it instead.
+        self._fake_redis = type(redis).__module__.startswith("fakeredis")
         if engine is None:
             engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
             config_tables = True
@@ -557,7 +558,7 @@ def _embedded_redis() -> Redis:
         import fakeredis
     except ImportError as e:  # pragma: no cover - fakeredis is a core dependency
         raise MissingDependencyError("fakeredis", "embedded") from e
-    client: Redis = fakeredis.FakeAsyncRedis(decode_responses=False)
+    client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=False)
     return client
 
 
