@@ -40,6 +40,7 @@ from ._errors import (
     TieredSessionError,
 )
 from ._keys import KeySpace, SessionKeys
+from ._ops import SessionOpsMixin
 from ._scripts import COLD, SCRIPTS
 from ._sql import SqlTier
 from ._stats import Counters, StoreStats
@@ -76,7 +77,7 @@ async def run_to_completion(aw: Awaitable[T]) -> T:
     return task.result()
 
 
-class TieredStore:
+class TieredStore(SessionOpsMixin):
     """A Redis hot tier plus a SQL source of truth, shared by many sessions.
 
     Example:
