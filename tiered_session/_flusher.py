@@ -303,19 +303,21 @@ class Flusher:
         return 0
 
     async def _ack(self, state: _ShardState, entries: list[_Entry]) -> None:
-        per_session: dict[str, list[int]] = {}
+        per_session: dict[str, list[int]] = {}  # ops, max added seq, barriers
         for e in entries:
             assert e.op is not None
-            ops_max = per_session.setdefault(e.op.session_id, [0, 0])
+            ops_max = per_session.setdefault(e.op.session_id, [0, 0, 0])
             ops_max[0] += 1
             if e.op.kind == "a" and e.op.rows:
                 ops_max[1] = max(ops_max[1], e.op.rows[-1][0])
+            elif e.op.kind != "a":
+                ops_max[2] += 1
         keys: list[bytes] = [state.keys.outbox]
         tail: list[Any] = []
-        for sid, (ops, mx) in per_session.items():
+        for sid, (ops, mx, barriers) in per_session.items():
             k = self.store.keys.session(sid)
             keys += [k.meta, k.items, k.hidden]
-            tail += [ops, mx]
+            tail += [ops, mx, barriers]
         store = self.store
         await store._script(
             "ack",
@@ -339,7 +341,7 @@ class Flusher:
         await self.store._script(
             "dead",
             [state.keys.outbox, state.keys.dead, meta],
-            [GROUP, e.id, reason[:500], *flat],
+            [GROUP, e.id, reason[:500], int(e.fields.get(b"o", b"a") != b"a"), *flat],
         )
         state.attempts.pop(e.id, None)
         log.error(

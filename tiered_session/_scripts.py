@@ -13,6 +13,9 @@ Per-session metadata hash (``…:m:<id>``):
 ``w``     highest seq known to be in SQL (items above it are never trimmed)
 ``h``     write-through items written to the list but hidden until committed
 ``io``    write-through pops/clears in flight
+``pb``    barriers: write-behind pops/clears/undo-deletes not yet in SQL;
+          while any is pending the list is not trimmed, so the floor never
+          rises above a seq whose SQL row is about to change
 ========  ===============================================================
 
 The hot list (``…:l:<id>``) holds envelopes ``"<seq>|<json>"`` in seq order;
@@ -46,7 +49,8 @@ end
 local function trim(meta, list, hid, hot)
   local len = redis.call('LLEN', list)
   if len <= hot then return end
-  local m = redis.call('HMGET', meta, 'w', 'h')
+  local m = redis.call('HMGET', meta, 'w', 'h', 'pb')
+  if tonumber(m[3] or '0') > 0 then return end
   local w, h = tonumber(m[1] or '0'), tonumber(m[2] or '0')
   local heads = redis.call('LRANGE', list, 0, len - hot - 1)
   local k = 0
@@ -160,6 +164,7 @@ end
 if ARGV[1] == 'b' then
   redis.call('XADD', outbox, '*', 'o', 'p', 's', ARGV[2], 'q', seqof(env), 't', ARGV[3])
   redis.call('HINCRBY', meta, 'p', 1)
+  redis.call('HINCRBY', meta, 'pb', 1)
   redis.call('PERSIST', meta)
   redis.call('PERSIST', list)
 else
@@ -195,6 +200,7 @@ if ARGV[1] == 'b' then
   redis.call('XADD', outbox, '*', 'o', 'c', 's', ARGV[2], 'q', n, 't', ARGV[3],
     'k', table.concat(keep, ','))
   redis.call('HINCRBY', meta, 'p', 1)
+  redis.call('HINCRBY', meta, 'pb', 1)
   redis.call('PERSIST', meta)
   redis.call('PERSIST', list)
 else
@@ -228,6 +234,7 @@ if kind == 'a' then
     redis.call('XADD', outbox, '*', 'o', 'x', 's', ARGV[7], 'q', first, 'c', count)
     if live then
       redis.call('HINCRBY', meta, 'p', 1)
+      redis.call('HINCRBY', meta, 'pb', 1)
       redis.call('PERSIST', meta)
       redis.call('PERSIST', list)
     end
@@ -270,7 +277,7 @@ local meta, list, hid = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 1 then return 0 end
 redis.call('DEL', list, hid)
 redis.call('HSET', meta, 'n', ARGV[1], 'f', ARGV[2], 'full', ARGV[3], 'p', 0, 'h', 0,
-  'io', 0, 'w', ARGV[1])
+  'io', 0, 'pb', 0, 'w', ARGV[1])
 if #ARGV > 4 then redis.call('RPUSH', list, unpack(ARGV, 5)) end
 expire(tonumber(ARGV[4]), meta, list)
 return 1
@@ -290,7 +297,8 @@ return 1
 
 # Acknowledge outbox entries committed to SQL and update their sessions.
 # KEYS: outbox, then meta, list, hidden per session.
-# ARGV: group, hot, ttl_ms, n_ids, id1..idN, then per session: ops, max_added_seq.
+# ARGV: group, hot, ttl_ms, n_ids, id1..idN, then per session: ops, max_added_seq,
+# barriers (how many of the ops were pops/clears/undo-deletes).
 _ACK = """
 local group, hot, ttl, nids = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if nids > 0 then
@@ -302,8 +310,10 @@ local a = 5 + nids
 for j = 0, (#KEYS - 1) / 3 - 1 do
   local meta, list, hid = KEYS[2 + 3 * j], KEYS[3 + 3 * j], KEYS[4 + 3 * j]
   if redis.call('EXISTS', meta) == 1 then
-    local ops, maxseq = tonumber(ARGV[a + 2 * j]), tonumber(ARGV[a + 2 * j + 1])
+    local ops, maxseq = tonumber(ARGV[a + 3 * j]), tonumber(ARGV[a + 3 * j + 1])
+    local barriers = tonumber(ARGV[a + 3 * j + 2])
     local p = redis.call('HINCRBY', meta, 'p', -ops)
+    if barriers > 0 then redis.call('HINCRBY', meta, 'pb', -barriers) end
     if maxseq > tonumber(redis.call('HGET', meta, 'w') or '0') then
       redis.call('HSET', meta, 'w', maxseq)
     end
@@ -317,12 +327,15 @@ return 1
 """
 
 # Move one outbox entry to the dead-letter stream.
-# KEYS: outbox, dead, meta. ARGV: group, id, reason, field1, value1, ...
+# KEYS: outbox, dead, meta. ARGV: group, id, reason, barrier (1|0), field1, value1, ...
 _DEAD = """
-redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'reason', ARGV[3], unpack(ARGV, 4))
+redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'reason', ARGV[3], unpack(ARGV, 5))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HINCRBY', KEYS[3], 'p', -1) end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HINCRBY', KEYS[3], 'p', -1)
+  if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[3], 'pb', -1) end
+end
 return 1
 """
 
@@ -386,6 +399,7 @@ else
 end
 if queued and live then
   redis.call('HINCRBY', meta, 'p', 1)
+  if kind ~= 'a' then redis.call('HINCRBY', meta, 'pb', 1) end
   redis.call('PERSIST', meta)
   redis.call('PERSIST', list)
 end
