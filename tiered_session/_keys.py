@@ -27,6 +27,7 @@ class ShardKeys:
     inflight: bytes
     dead: bytes
     lease: bytes
+    index: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class KeySpace:
             inflight=tag + b":inflight",
             dead=tag + b":dead",
             lease=tag + b":lease",
+            index=tag + b":idx",
         )
 
     def shard_of(self, session_id: str) -> int:

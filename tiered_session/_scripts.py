@@ -19,7 +19,9 @@ Per-session metadata hash (``…:m:<id>``):
 ========  ===============================================================
 
 The hot list (``…:l:<id>``) holds envelopes ``"<seq>|<json>"`` in seq order;
-``…:h:<id>`` is the set of hidden seqs.
+``…:h:<id>`` is the set of hidden seqs. The shard's session index
+(``…:idx``, a sorted set) maps every session id to the time of its last write
+(milliseconds), so sessions can be listed before their items reach SQL.
 
 Example:
     >>> from tiered_session._scripts import SCRIPTS
@@ -66,7 +68,7 @@ local function trim(meta, list, hid, hot)
 end
 """
 
-# Append items. KEYS: meta, list, hidden, outbox, inflight.
+# Append items. KEYS: meta, list, hidden, outbox, inflight, index.
 # ARGV: mode ('b' behind | 't' through), hot, ttl_ms, max_backlog, session_id,
 #       now_ms, json1..jsonN.
 # Returns {first_seq} | {-1} cold | {-2} backlog full.
@@ -104,6 +106,7 @@ else
   expire(ttl, meta, list, hid)
 end
 trim(meta, list, hid, hot)
+redis.call('ZADD', KEYS[6], ARGV[6], ARGV[5])
 return {first}
 """
 
@@ -136,7 +139,8 @@ if tonumber(m[4]) == 0 and h == 0 then expire(tonumber(ARGV[2]), meta, list) end
 return {tonumber(m[1]), tonumber(m[2]), items}
 """
 
-# Remove and return the newest visible item. KEYS: meta, list, hidden, outbox, inflight.
+# Remove and return the newest visible item. KEYS: meta, list, hidden, outbox, inflight,
+# index.
 # ARGV: mode, session_id, now_ms.
 # Returns {-1} cold | {0} empty | {-3, p, io, floor} refill needed | {1, envelope}.
 _POP = """
@@ -171,10 +175,12 @@ else
   redis.call('HINCRBY', meta, 'io', 1)
   redis.call('HSET', inflight, 'p|' .. seqof(env) .. '|' .. ARGV[2], ARGV[3])
 end
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
 return {1, env}
 """
 
-# Clear the session. KEYS: meta, list, hidden, outbox, inflight. ARGV: mode, session_id, now_ms.
+# Clear the session. KEYS: meta, list, hidden, outbox, inflight, index.
+# ARGV: mode, session_id, now_ms.
 # Hidden (in-flight write-through) items survive: their add is ordered after the clear.
 # Returns {-1} cold | {1, upto, keep_seq...}.
 _CLEAR = """
@@ -207,6 +213,7 @@ else
   redis.call('HINCRBY', meta, 'io', 1)
   redis.call('HSET', inflight, 'c|' .. n .. '|' .. ARGV[2], ARGV[3])
 end
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
 return {1, n, unpack(keep)}
 """
 

@@ -246,7 +246,7 @@ class TieredStore(SessionOpsMixin):
 
     @staticmethod
     def _skeys(k: SessionKeys) -> list[bytes]:
-        return [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight]
+        return [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight, k.shard.index]
 
     # ------------------------------------------------------------------ warming
     async def _warm(self, k: SessionKeys) -> None:
