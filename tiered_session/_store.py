@@ -189,8 +189,9 @@ class TieredStore(SessionOpsMixin):
                 return
             if self._closed:
                 raise StoreClosedError("this store is closed; create a new one")
-            if self._create_tables:
-                await self.sql.create_tables()
+            from ._schema import ensure_schema
+
+            await ensure_schema(self.sql, create=self._create_tables)
             if self.config.run_flusher:
                 from ._flusher import Flusher
 
