@@ -298,9 +298,24 @@ class TieredStore(SessionOpsMixin):
     def _decode_envelopes(self, k: SessionKeys, envs: list[bytes]) -> list[Any]:
         try:
             return [decode_item(split_envelope(e)[1]) for e in envs]
-        except CorruptDataError as e:
-            self._report_corrupt(k, "Redis hot list", e)
-            raise
+        except CorruptDataError:
+            pass
+        out = []  # slow path: find and name the bad entry
+        for env in envs:
+            try:
+                seq, data = split_envelope(env)
+            except CorruptDataError as e:
+                self._report_corrupt(k, "Redis hot list", e)
+                raise
+            try:
+                out.append(decode_item(data))
+            except CorruptDataError as e:
+                self._report_corrupt(k, f"hot list seq={seq}", e)
+                raise CorruptDataError(
+                    f"session {k.session_id!r}: item seq={seq} is not valid JSON; "
+                    "repair or delete that row in SQL, then evict the session"
+                ) from e
+        return out
 
     def _decode_rows(self, k: SessionKeys, rows: list[tuple[int, str]]) -> list[Any]:
         out = []
@@ -565,21 +580,17 @@ def _embedded_redis() -> Redis:
 
 
 def _engine_from_url(url: str, engine_kwargs: dict[str, Any]) -> AsyncEngine:
-    if url.startswith("sqlite") and "+aiosqlite" not in url.split("://", 1)[0]:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
         raise ConfigurationError(
-            "sql_url for SQLite must use the async driver: sqlite+aiosqlite://"
-        )
-    if url.startswith("postgresql") and "+asyncpg" not in url.split("://", 1)[0]:
-        raise ConfigurationError(
-            "sql_url for PostgreSQL must use the async driver: postgresql+asyncpg://"
+            f"unsupported sql_url scheme {scheme or url[:20]!r}: use sqlite+aiosqlite:///path.db "
+            "(or sqlite+aiosqlite:// for in-memory) or postgresql+asyncpg://user@host/db"
         )
     kwargs = dict(engine_kwargs)
     if url.startswith("sqlite") and (url.endswith("://") or ":memory:" in url):
         kwargs.setdefault("poolclass", StaticPool)
     try:
         return create_async_engine(url, **kwargs)
-    except (ImportError, ModuleNotFoundError) as e:
-        raise MissingDependencyError(str(e.name or "driver"), "postgres") from e
     except Exception as e:
         raise ConfigurationError(f"invalid sql_url: {type(e).__name__}: {e}") from e
 
