@@ -3,10 +3,19 @@
 Each outbox shard is a Redis stream read through the consumer group
 ``flushers``. A flusher takes a *lease* on a shard before reading it, so one
 shard is drained by one flusher at a time and per-session order is kept even
-with many flusher processes. Entries are acknowledged (and deleted) only after
-their SQL transaction commits; a flusher that dies leaves its entries pending,
-and whoever takes the lease next claims and replays them (inserts are
-idempotent on ``(session_id, seq)``).
+with many flusher processes. Live flushers register in a heartbeat set and
+each takes at most ``ceil(shards / live)`` leases, so several flushers split
+the shards evenly.
+
+Fencing: entries are read by a script that checks the lease, so a flusher
+that lost its lease reads nothing more; a batch is committed only if the
+lease is still held inside the SQL transaction, just before ``COMMIT`` (on
+PostgreSQL the transaction is also bounded by
+``idle_in_transaction_session_timeout``, so a flusher paused after that check
+cannot commit after its lease expired). Entries are acknowledged (and deleted)
+only after their SQL transaction commits; a flusher that dies leaves its
+entries pending, and whoever takes the lease next claims and replays them
+first, in order (inserts are idempotent on ``(session_id, seq)``).
 
 Example:
     >>> import asyncio
@@ -25,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -36,8 +44,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, IntegrityError
 
+from ._codec import envelope
 from ._errors import StorageUnavailableError
 from ._keys import ShardKeys
 from ._sql import Op
@@ -50,7 +60,8 @@ __all__ = ["GROUP", "Flusher"]
 log = logging.getLogger("tiered_session.flusher")
 
 GROUP = "flushers"
-_MAX_BACKOFF = 5.0
+_MAX_BACKOFF = 2.0
+_TROUBLE_LOG_EVERY = 30.0
 
 
 @dataclass
@@ -65,13 +76,32 @@ class _Entry:
 class _ShardState:
     keys: ShardKeys
     replay: bool = True  # read our own pending entries before new ones
+    claim: bool = True  # take over entries left pending by previous owners first
     failures: int = 0
     attempts: dict[bytes, int] = field(default_factory=dict)
     retry_at: float = 0.0
 
 
+class _LeaseLost(Exception):
+    """Raised inside a flush transaction to roll it back: the lease is gone."""
+
+
 class Flusher:
-    """Drains outbox shards into SQL; run many at once, in- or out-of-process."""
+    """Drains outbox shards into SQL; run many at once, in- or out-of-process.
+
+    Example:
+        >>> from tiered_session import TieredStore
+        >>> Flusher(TieredStore(write_mode="behind"), batch_size=100).batch_size
+        100
+
+    Args:
+        store: the store whose outbox and SQL tier to use.
+        shards: shard numbers this flusher may take (default: all, shared
+            fairly with the other live flushers); an explicit list is taken
+            whole, whatever other flushers do.
+        batch_size: entries per SQL transaction (default ``flush_batch_size``).
+        interval: seconds to wait for new entries (default ``flush_interval``).
+    """
 
     def __init__(
         self,
@@ -88,6 +118,7 @@ class Flusher:
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         wanted = range(cfg.outbox_shards) if shards is None else shards
         self._wanted = [store.keys.shard(i) for i in wanted]
+        self._fair = shards is None
         self._owned: dict[int, _ShardState] = {}
         self._lease_ms = int(cfg.lease_ttl * 1000)
         self._next_lease = 0.0
@@ -95,10 +126,21 @@ class Flusher:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._block = not store._fake_redis
+        self._trouble = ""
+        self._trouble_logged = 0.0
+        #: seconds ``run`` spends draining after ``stop`` is set
+        self.drain_timeout = 10.0
+        #: live flushers seen at the last heartbeat
+        self.live_flushers = 1
 
     def wake(self) -> None:
         """Ask the flusher to look for work now."""
         self._wake.set()
+
+    @property
+    def owned_shards(self) -> list[int]:
+        """Shards whose lease this flusher holds."""
+        return sorted(self._owned)
 
     # ------------------------------------------------------------------ leases
     async def _maintain_leases(self) -> None:
@@ -106,65 +148,135 @@ class Flusher:
         if now < self._next_lease:
             return
         self._next_lease = now + self.store.config.lease_ttl / 3
-        redis = self.store.redis
-        for sh in self._wanted:
-            held = await self.store._script("lease", [sh.lease], [self.token, self._lease_ms])
-            if held and sh.shard not in self._owned:
-                try:
-                    await redis.xgroup_create(sh.outbox, GROUP, id="0", mkstream=True)
-                except ResponseError as e:
-                    if "BUSYGROUP" not in str(e):
-                        raise
-                self._owned[sh.shard] = _ShardState(sh)
-                log.debug("flusher %s took shard %d", self.token, sh.shard)
-            elif not held and sh.shard in self._owned:
-                del self._owned[sh.shard]
-                log.warning("flusher %s lost the lease of shard %d", self.token, sh.shard)
+        store = self.store
+        live = await store._script(
+            "heartbeat", [store.keys.flushers], [self.token, self._lease_ms, 0]
+        )
+        self.live_flushers = max(1, int(live))
+        target = len(self._wanted)
+        if self._fair:
+            target = -(-target // self.live_flushers)
+        for shard in list(self._owned):
+            state = self._owned[shard]
+            if not await store._script("lease", [state.keys.lease], [self.token, self._lease_ms]):
+                self._lose(state, "lease expired")
+        for shard in sorted(self._owned)[target:]:
+            state = self._owned.pop(shard)
+            await store._script("release", [state.keys.lease], [self.token])
+            log.info("flusher %s handed shard %d over (%d flushers live)", self.token, shard, live)
+        if len(self._owned) >= target:
+            return
+        # Start at a different shard in each flusher so they do not all race for the same one.
+        start = hash(self.token) % max(1, len(self._wanted))
+        for sh in self._wanted[start:] + self._wanted[:start]:
+            if len(self._owned) >= target:
+                break
+            if sh.shard in self._owned:
+                continue
+            if not await store._script("lease", [sh.lease], [self.token, self._lease_ms]):
+                continue
+            try:
+                await store.redis.xgroup_create(sh.outbox, GROUP, id="0", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+            self._owned[sh.shard] = _ShardState(sh)
+            log.info("flusher %s took shard %d", self.token, sh.shard)
+
+    def _lose(self, state: _ShardState, why: str) -> None:
+        if self._owned.pop(state.keys.shard, None) is not None:
+            log.warning("flusher %s lost shard %d: %s", self.token, state.keys.shard, why)
 
     async def release(self) -> None:
         """Give up every lease so another flusher can take over at once."""
-        for state in list(self._owned.values()):
-            with contextlib.suppress(StorageUnavailableError):
-                await self.store._script("release", [state.keys.lease], [self.token])
+        store = self.store
+        try:
+            for state in list(self._owned.values()):
+                await store._script("release", [state.keys.lease], [self.token])
+            await store._script("heartbeat", [store.keys.flushers], [self.token, self._lease_ms, 1])
+        except StorageUnavailableError as e:
+            log.warning("flusher %s could not release its leases (they expire): %s", self.token, e)
         self._owned.clear()
         self._next_lease = 0.0
 
     # ------------------------------------------------------------------ main loop
     async def run(self, stop: asyncio.Event, *, drain_on_stop: bool = True) -> None:
-        """Flush until ``stop`` is set, then drain what is left (best effort)."""
+        """Flush until ``stop`` is set, then drain what is left within ``drain_timeout``.
+
+        Failures (Redis or SQL unreachable) are retried with capped exponential
+        backoff, logged when they start, every 30 s while they last, and when
+        they end.
+        """
         self._stop = stop
         backoff = 0.0
-        while not stop.is_set():
-            try:
-                moved = await self._step(block=True)
+        try:
+            while not stop.is_set():
+                try:
+                    moved = await self._step(block=True)
+                except (StorageUnavailableError, RedisError, OSError) as e:
+                    backoff = min(_MAX_BACKOFF, max(0.05, backoff * 2))
+                    self._report_trouble(f"{e}", backoff)
+                    await _sleep_or(stop, backoff)
+                    continue
                 backoff = 0.0
-            except (StorageUnavailableError, RedisError, OSError) as e:
-                backoff = min(_MAX_BACKOFF, max(0.05, backoff * 2))
-                log.warning("flusher: %s; retrying in %.2fs", e, backoff)
-                moved = 0
-                await _sleep_or(stop, backoff)
-                continue
-            if moved == 0 and not self._block:
-                await _sleep_or(stop, self.interval, self._wake)
-        if drain_on_stop:
-            try:
-                await self.drain()
-            except (StorageUnavailableError, RedisError, OSError) as e:
-                log.warning("flusher: could not drain on stop: %s", e)
-        await self.release()
+                self._report_recovered()
+                if moved == 0 and not self._block:
+                    await _sleep_or(stop, self.interval, self._wake)
+            if drain_on_stop:
+                try:
+                    await self.drain(timeout=self.drain_timeout)
+                except (StorageUnavailableError, RedisError, OSError, TimeoutError) as e:
+                    log.warning(
+                        "flusher %s stopped with entries left (another flusher will take "
+                        "them over): %s",
+                        self.token,
+                        e,
+                    )
+        finally:
+            await self.release()
 
-    async def drain(self, *, max_rounds: int = 1000) -> int:
-        """Flush until the owned shards have nothing left; return entries moved."""
+    def _report_trouble(self, what: str, retry_in: float) -> None:
+        now = time.monotonic()
+        if what != self._trouble or now - self._trouble_logged > _TROUBLE_LOG_EVERY:
+            log.warning(
+                "flusher %s: %s; retrying (backoff up to %.1fs)", self.token, what, retry_in
+            )
+            self._trouble_logged = now
+        self._trouble = what
+
+    def _report_recovered(self) -> None:
+        if self._trouble:
+            log.warning("flusher %s: working again", self.token)
+            self._trouble = ""
+
+    async def drain(self, *, timeout: float | None = None) -> int:  # noqa: ASYNC109
+        """Flush until the owned shards have nothing left; return entries moved.
+
+        Raises ``TimeoutError`` if entries are still failing after ``timeout``
+        seconds (they stay pending and are retried later, by this flusher or
+        another one).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         total = 0
-        for _ in range(max_rounds):
+        while True:
             moved = await self._step(block=False)
             total += moved
-            if moved == 0 and all(not s.replay for s in self._owned.values()):
-                break
-        return total
+            if moved:
+                continue
+            waiting = [s.retry_at for s in self._owned.values() if s.replay]
+            if not waiting:
+                return total
+            wait = max(0.01, min(waiting) - time.monotonic())
+            if deadline is not None and time.monotonic() + wait > deadline:
+                raise TimeoutError(
+                    f"flusher could not drain within {timeout}s: SQL keeps failing; "
+                    "the entries stay in the outbox"
+                )
+            await asyncio.sleep(wait)
 
     async def _step(self, *, block: bool) -> int:
         await self._maintain_leases()
+        await self.store._retry_unsettled()
         await self._recover_inflight()
         if not self._owned:
             if block:
@@ -172,70 +284,54 @@ class Flusher:
             return 0
         moved = 0
         now = time.monotonic()
-        for state in self._owned.values():
+        for state in list(self._owned.values()):
             if state.replay and now >= state.retry_at:
-                moved += await self._read_and_apply(state, b"0")
+                moved += await self._read_apply(state, b"0")
         ready = [s for s in self._owned.values() if not s.replay]
         if not ready:
             if block and moved == 0:
-                await _sleep_or(self._stop, 0.05)
+                retry = min((s.retry_at for s in self._owned.values()), default=now)
+                await _sleep_or(self._stop, min(1.0, max(0.01, retry - now)), self._wake)
             return moved
         self._wake.clear()
-        block_ms = int(self.interval * 1000) if (block and self._block and moved == 0) else None
-        try:
-            resp = await self._xreadgroup({s.keys.outbox: b">" for s in ready}, block_ms)
-        except ResponseError as e:
-            if "NOGROUP" in str(e):
-                self._owned.clear()  # stream deleted under us: re-create groups
-                self._next_lease = 0.0
-                return moved
-            raise
-        by_stream = {s.keys.outbox: s for s in ready}
-        for stream, entries in resp:
-            state = by_stream[stream]
-            moved += await self._apply(state, [_Entry(eid, f) for eid, f in entries])
+        for state in ready:
+            moved += await self._read_apply(state, b">")
+        if moved == 0 and block and self._block:
+            # Wait for new entries (XREAD does not touch the group; reads stay fenced).
+            await self.store.redis.xread(
+                {s.keys.outbox: b"$" for s in ready},
+                count=1,
+                block=max(1, int(self.interval * 1000)),
+            )
         return moved
 
-    async def _xreadgroup(
-        self, streams: dict[bytes, bytes], block_ms: int | None
-    ) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
-        resp = await self.store.redis.xreadgroup(
-            GROUP,
-            self.token,
-            dict(streams),  # type: ignore[arg-type]
-            count=self.batch_size,
-            block=block_ms,
-        )
-        return cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], resp or [])
-
-    async def _read_and_apply(self, state: _ShardState, start: bytes) -> int:
-        resp = await self._xreadgroup({state.keys.outbox: start}, None)
-        entries = [_Entry(eid, f) for _, es in resp for eid, f in es if f]
-        if not entries:
-            # Also take over entries left pending by flushers that died.
-            claimed = await self._claim_orphans(state)
-            if not claimed:
-                state.replay = False
-            return 0
-        return await self._apply(state, entries)
-
-    async def _claim_orphans(self, state: _ShardState) -> int:
-        redis = self.store.redis
-        start: bytes = b"0-0"
-        claimed = 0
-        while True:
-            res = await redis.xautoclaim(
-                state.keys.outbox,
-                GROUP,
-                self.token,
-                min_idle_time=0,
-                start_id=start,
-                count=1000,
+    async def _read_apply(self, state: _ShardState, start: bytes) -> int:
+        try:
+            res = await self.store._script(
+                "fread",
+                [state.keys.lease, state.keys.outbox],
+                [self.token, GROUP, self.token, self.batch_size, start, int(state.claim)],
             )
-            start = res[0]
-            claimed += len(res[1])
-            if start in (b"0-0", "0-0"):
-                return claimed
+        except StorageUnavailableError as e:
+            if "NOGROUP" in str(e):  # Redis lost the stream (restarted empty)
+                self._lose(state, "its outbox stream vanished")
+                self._next_lease = 0.0
+                return 0
+            raise
+        if res == -1:
+            self._lose(state, "lease taken by another flusher")
+            return 0
+        state.claim = False
+        raw = cast(list[list[Any]], res or [])
+        entries = [_Entry(r[0], _pairs(r[1])) for r in raw if r[1]]
+        gone = [r[0] for r in raw if not r[1]]
+        if gone:  # deleted while pending: nothing to apply
+            await self.store.redis.xack(state.keys.outbox, GROUP, *gone)
+        if not entries:
+            if start == b"0" and not gone:
+                state.replay = False
+            return len(gone)
+        return await self._apply(state, entries)
 
     # ------------------------------------------------------------------ applying
     async def _apply(self, state: _ShardState, entries: list[_Entry]) -> int:
@@ -249,11 +345,13 @@ class Flusher:
                 good.append(e)
         if not good:
             return len(entries)
-        if not await self._still_owner(state):
-            return 0
         try:
             async with store.sql.begin() as conn:
                 await store.sql.apply(conn, [e.op for e in good if e.op is not None])
+                await self._fence(conn, state)
+        except _LeaseLost:
+            self._lose(state, "lease lost before commit; batch rolled back")
+            return 0
         except StorageUnavailableError as err:
             return await self._failed(state, good, err)
         await self._ack(state, good)
@@ -264,13 +362,21 @@ class Flusher:
         store.counters.flushed_entries += len(good)
         return len(entries)
 
-    async def _still_owner(self, state: _ShardState) -> bool:
-        cur = await self.store.redis.get(state.keys.lease)
-        if cur == self.token.encode():
-            return True
-        self._owned.pop(state.keys.shard, None)
-        log.warning("flusher %s lost shard %d before commit", self.token, state.keys.shard)
-        return False
+    async def _fence(self, conn: Any, state: _ShardState) -> None:
+        """Inside the transaction, just before COMMIT: make sure the lease is still ours."""
+        if self.store.sql.dialect == "postgresql":
+            # A flusher paused after the check below cannot commit once half the
+            # renewed lease has passed: PostgreSQL ends the idle transaction.
+            await conn.execute(
+                select(
+                    func.set_config(
+                        "idle_in_transaction_session_timeout", str(self._lease_ms // 2), True
+                    )
+                )
+            )
+        held = await self.store._script("lease", [state.keys.lease], [self.token, self._lease_ms])
+        if not held:
+            raise _LeaseLost
 
     async def _failed(self, state: _ShardState, batch: list[_Entry], err: Exception) -> int:
         store = self.store
@@ -278,9 +384,8 @@ class Flusher:
         state.replay = True
         state.failures += 1
         state.retry_at = time.monotonic() + min(_MAX_BACKOFF, 0.05 * 2**state.failures)
-        poison = isinstance(err.__cause__, IntegrityError | DataError)
-        if not poison:
-            log.warning("flusher: SQL unavailable (%s); will retry", err)
+        if not _is_poison(err):
+            self._report_trouble(f"flush failed ({err})", state.retry_at - time.monotonic())
             return 0
         for e in batch:
             state.attempts[e.id] = state.attempts.get(e.id, 0) + 1
@@ -288,18 +393,30 @@ class Flusher:
             await self._dead_letter(state, batch[0], str(err))
             return 1
         if len(batch) > 1:
-            # Isolate the poison entry: replay one entry at a time.
+            # Isolate the poison entry: replay one entry at a time, in order.
+            moved = 0
             for entry in batch:
                 try:
                     async with store.sql.begin() as conn:
                         await store.sql.apply(conn, [entry.op] if entry.op else [])
+                        await self._fence(conn, state)
+                except _LeaseLost:
+                    self._lose(state, "lease lost before commit; entry rolled back")
+                    return moved
                 except StorageUnavailableError as one_err:
+                    if not _is_poison(one_err):
+                        return moved
                     state.attempts[entry.id] = state.attempts.get(entry.id, 0) + 1
                     if state.attempts[entry.id] >= store.config.max_attempts:
                         await self._dead_letter(state, entry, str(one_err))
+                        moved += 1
                         continue
-                    return 0
+                    return moved
                 await self._ack(state, [entry])
+                state.attempts.pop(entry.id, None)
+                store.counters.flushed_entries += 1
+                moved += 1
+            return moved
         return 0
 
     async def _ack(self, state: _ShardState, entries: list[_Entry]) -> None:
@@ -353,34 +470,78 @@ class Flusher:
 
     # ------------------------------------------------------------------ recovery
     async def _recover_inflight(self) -> None:
-        """Turn write-through operations whose writer vanished into outbox entries."""
+        """Finish write-through operations whose writer vanished, as SQL says they ended."""
         now = time.monotonic()
         if now < self._next_recovery or not self._owned:
             return
         cfg = self.store.config
-        self._next_recovery = now + max(1.0, cfg.inflight_timeout / 4)
+        self._next_recovery = now + min(5.0, max(0.2, cfg.inflight_timeout / 4))
         cutoff = int((time.time() - cfg.inflight_timeout) * 1000)
         for state in list(self._owned.values()):
             entries = cast(dict[bytes, bytes], await self.store.redis.hgetall(state.keys.inflight))
             for op_id, ts in entries.items():
                 if int(ts) > cutoff:
                     continue
-                kind = op_id[:1]
-                parts = op_id.split(b"|", 3 if kind == b"a" else 2)
-                sid = parts[-1].decode("utf-8", "surrogatepass")
-                k = self.store.keys.session(sid)
-                done = await self.store._script(
-                    "recover",
-                    [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight],
-                    [op_id, sid],
-                )
-                if done:
-                    self.store.counters.recovered_operations += 1
-                    log.warning(
-                        "recovered write-through %s on session %r whose writer vanished",
-                        kind.decode(),
-                        sid,
+                await self._recover_one(op_id)
+
+    async def _recover_one(self, op_id: bytes) -> None:
+        store = self.store
+        kind = op_id[:1]
+        parts = op_id.split(b"|", 3 if kind == b"a" else 2)
+        sid = parts[-1].decode("utf-8", "surrogatepass")
+        seq = int(parts[1])
+        k = store.keys.session(sid)
+        m = store.sql.messages
+        env = b""
+        async with store.sql.begin() as conn:
+            if kind == b"a":
+                count = int(parts[2])
+                found = await conn.scalar(
+                    select(func.count()).where(
+                        m.c.session_id == sid, m.c.seq >= seq, m.c.seq < seq + count
                     )
+                )
+                landed = found == count
+            elif kind == b"p":
+                data = await conn.scalar(
+                    select(m.c.message_data).where(m.c.session_id == sid, m.c.seq == seq)
+                )
+                landed = data is None
+                if data is not None:
+                    env = envelope(seq, data.encode())
+            else:
+                hidden = [int(x) for x in await store.redis.smembers(k.hidden)]
+                cond = [m.c.session_id == sid, m.c.seq <= seq]
+                if hidden:
+                    cond.append(m.c.seq.not_in(hidden))
+                landed = not await conn.scalar(select(func.count()).where(*cond))
+        done = await store._script(
+            "recover",
+            [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight],
+            [op_id, sid, int(landed), store.config.hot_items, env],
+        )
+        if done:
+            store.counters.recovered_operations += 1
+            log.warning(
+                "write-through %s on session %r outlived its writer; %s it as SQL shows",
+                {b"a": "add", b"p": "pop"}.get(kind, "clear"),
+                sid,
+                "completed" if landed else "rolled back",
+            )
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+
+
+def _is_poison(err: Exception) -> bool:
+    """True when SQL rejected the data itself (retrying the same entry cannot help)."""
+    cause = err.__cause__
+    if isinstance(cause, IntegrityError | DataError):
+        return True
+    code = getattr(getattr(cause, "orig", None), "sqlstate", None)
+    # SQLSTATE class 22: data exception; 23: integrity constraint violation.
+    return isinstance(code, str) and code[:2] in ("22", "23")
 
 
 def _parse(f: dict[bytes, bytes]) -> tuple[Op | None, str]:

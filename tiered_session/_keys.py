@@ -47,6 +47,8 @@ class KeySpace:
     def __init__(self, prefix: str, shards: int) -> None:
         self.prefix = prefix
         self.shards = shards
+        #: sorted set of live flushers (member: token, score: expiry in ms)
+        self.flushers = f"{prefix}:flushers".encode()
         self._shards = [self._shard_keys(i) for i in range(shards)]
 
     def _tag(self, shard: int) -> bytes:

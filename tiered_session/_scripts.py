@@ -355,60 +355,132 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return 1
 """
 
-# Turn a write-through operation whose writer vanished into an outbox entry.
-# KEYS: meta, list, hidden, outbox, inflight. ARGV: op_id, session_id.
+# Finish a write-through operation whose writer vanished, as its SQL outcome says.
+# The flusher first looks in SQL whether the operation landed (rows present for
+# an add, row gone for a pop, rows gone for a clear) and passes that here: a
+# landed operation is completed, any other is rolled back, exactly as the
+# writer's own settle would have done. An add rolled back also queues an 'x'
+# delete, in case its transaction commits after all.
+# KEYS: meta, list, hidden, outbox, inflight.
+# ARGV: op_id, session_id, landed (1|0), hot, envelope (pop not landed: the item to put back).
 # Returns 1 if the operation was taken over, 0 if it had already settled.
 _RECOVER = """
 local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, sid = ARGV[1], ARGV[2]
-local ts = redis.call('HGET', inflight, id)
-if not ts then return 0 end
-redis.call('HDEL', inflight, id)
+local id, sid, landed, hot = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+if redis.call('HDEL', inflight, id) == 0 then return 0 end
 local live = redis.call('EXISTS', meta) == 1
 local kind = string.sub(id, 1, 1)
 local rest = string.sub(id, 3)
 local sep = string.find(rest, '|', 1, true)
 local a = tonumber(string.sub(rest, 1, sep - 1))
-local queued = false
 if kind == 'a' then
   rest = string.sub(rest, sep + 1)
   local count = tonumber(string.sub(rest, 1, string.find(rest, '|', 1, true) - 1))
-  local lens, datas, seqs = {}, {}, {}
-  for _, e in ipairs(redis.call('LRANGE', list, 0, -1)) do
-    local s = seqof(e)
-    if s >= a and s < a + count then
-      local d = string.sub(e, string.find(e, '|', 1, true) + 1)
-      datas[#datas + 1] = d
-      lens[#lens + 1] = string.len(d)
-    end
-  end
+  local seqs = {}
   for i = 1, count do seqs[i] = a + i - 1 end
   redis.call('SREM', hid, unpack(seqs))
   if live then redis.call('HINCRBY', meta, 'h', -count) end
-  if #datas == count then
-    redis.call('XADD', outbox, '*', 'o', 'a', 's', sid, 'q', a, 't', ts,
-      'l', table.concat(lens, ','), 'd', table.concat(datas, ''))
-    queued = true
-  end
-else
-  if kind == 'p' then
-    redis.call('XADD', outbox, '*', 'o', 'p', 's', sid, 'q', a, 't', ts)
+  if landed then
+    if live then trim(meta, list, hid, hot) end
   else
-    local keep = {}
-    for _, s in ipairs(redis.call('SMEMBERS', hid)) do
-      if tonumber(s) <= a then keep[#keep + 1] = s end
+    for _, e in ipairs(redis.call('LRANGE', list, 0, -1)) do
+      local s = seqof(e)
+      if s >= a and s < a + count then redis.call('LREM', list, 1, e) end
     end
-    redis.call('XADD', outbox, '*', 'o', 'c', 's', sid, 'q', a, 't', ts,
-      'k', table.concat(keep, ','))
+    redis.call('XADD', outbox, '*', 'o', 'x', 's', sid, 'q', a, 'c', count)
+    if live then
+      redis.call('HINCRBY', meta, 'p', 1)
+      redis.call('HINCRBY', meta, 'pb', 1)
+      redis.call('PERSIST', meta)
+      redis.call('PERSIST', list)
+    end
   end
-  queued = true
-  if live then redis.call('HINCRBY', meta, 'io', -1) end
+elseif live then
+  redis.call('HINCRBY', meta, 'io', -1)
+  if not landed and kind == 'c' then
+    redis.call('HSET', meta, 'full', 0)
+  elseif not landed and ARGV[5] and ARGV[5] ~= '' then
+    -- put the item back at its place unless it fell below the floor
+    local env = ARGV[5]
+    local s = seqof(env)
+    if s >= tonumber(redis.call('HGET', meta, 'f')) then
+      local len = redis.call('LLEN', list)
+      local pos = len
+      while pos > 0 and seqof(redis.call('LINDEX', list, pos - 1)) > s do pos = pos - 1 end
+      if pos == len then
+        redis.call('RPUSH', list, env)
+      elseif pos == 0 then
+        redis.call('LPUSH', list, env)
+      else
+        redis.call('LINSERT', list, 'AFTER', redis.call('LINDEX', list, pos - 1), env)
+      end
+    end
+  end
 end
-if queued and live then
-  redis.call('HINCRBY', meta, 'p', 1)
-  if kind ~= 'a' then redis.call('HINCRBY', meta, 'pb', 1) end
-  redis.call('PERSIST', meta)
-  redis.call('PERSIST', list)
+return 1
+"""
+
+# Read outbox entries for this flusher, only while it holds the shard's lease
+# (a flusher that lost its lease can read nothing more: fencing of reads).
+# With claim=1, first take over every entry pending for other consumers (the
+# shard's previous owners), so they are replayed, in id order, before new ones.
+# KEYS: lease, outbox. ARGV: token, group, consumer, count, start ('0' | '>'), claim.
+# Returns -1 when the lease is not held, else a list of {id, {field, value, ...}}
+# (the body is false for an entry deleted while pending).
+_FREAD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if ARGV[6] == '1' then
+  local cursor = '0-0'
+  repeat
+    local r = redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, cursor, 'COUNT', 1000,
+      'JUSTID')
+    cursor = r[1]
+  until cursor == '0-0'
+end
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', tonumber(ARGV[4]),
+  'STREAMS', KEYS[2], ARGV[5])
+if not r then return {} end
+if type(r[1]) == 'table' then r = r[1] end  -- {{stream, entries}} (fakeredis: {stream, entries})
+return r[2]
+"""
+
+# Register a live flusher (or remove it) and return how many are live.
+# KEYS: registry. ARGV: token, ttl_ms, leave (1|0). Uses the server clock.
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ttl * 3)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# Put a dead-lettered entry back at the end of its outbox.
+# KEYS: dead, outbox, meta, list. ARGV: dead_entry_id. Returns 1, or 0 if it is gone.
+_REPLAY = """
+local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #r == 0 then return 0 end
+local f = r[1][2]
+local out, barrier = {}, false
+for i = 1, #f, 2 do
+  if f[i] ~= 'id' and f[i] ~= 'reason' then
+    out[#out + 1] = f[i]
+    out[#out + 1] = f[i + 1]
+    if f[i] == 'o' and f[i + 1] ~= 'a' then barrier = true end
+  end
+end
+redis.call('XADD', KEYS[2], '*', unpack(out))
+redis.call('XDEL', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HINCRBY', KEYS[3], 'p', 1)
+  if barrier then redis.call('HINCRBY', KEYS[3], 'pb', 1) end
+  redis.call('PERSIST', KEYS[3])
+  redis.call('PERSIST', KEYS[4])
 end
 return 1
 """
@@ -450,5 +522,8 @@ SCRIPTS: dict[str, str] = {
         "recover": _RECOVER,
         "lease": _LEASE,
         "release": _RELEASE,
+        "heartbeat": _HEARTBEAT,
+        "fread": _FREAD,
+        "replay": _REPLAY,
     }.items()
 }

@@ -19,9 +19,11 @@ __all__ = ["Counters", "StoreStats"]
 class StoreStats(TypedDict):
     """What ``await store.stats()`` returns.
 
-    Counters are per process (since the store started); ``backlog``,
-    ``flush_lag_seconds`` and ``dead_letters`` are read from Redis and are
-    global to the key prefix.
+    Counters are per process (since the store started); ``backlog`` (outbox
+    entries not yet committed to SQL), ``flush_lag_seconds`` (age of the oldest
+    of them), ``dead_letters`` and ``live_flushers`` (flushers that sent a
+    heartbeat within their lease time) are read from Redis and are global to
+    the key prefix.
     """
 
     write_mode: str
@@ -38,6 +40,7 @@ class StoreStats(TypedDict):
     backlog: int
     flush_lag_seconds: float
     dead_letters: int
+    live_flushers: int
 
 
 @dataclass

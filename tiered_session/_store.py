@@ -16,14 +16,17 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import ResponseError as RedisResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -133,6 +136,9 @@ class TieredStore(SessionOpsMixin):
         self._ttl_ms = int(config.hot_ttl * 1000)
         self._started = False
         self._closed = False
+        # write-through settles that could not reach Redis: (keys, args), retried in order
+        self._unsettled: list[tuple[list[bytes], list[Any]]] = []
+        self._degraded_logged = 0.0
         self._start_lock = asyncio.Lock()
         self._flusher: Flusher | None = None
         self._flusher_task: asyncio.Task[None] | None = None
@@ -158,10 +164,17 @@ class TieredStore(SessionOpsMixin):
         if redis_url is not None:
             if not redis_url.startswith(("redis://", "rediss://", "unix://")):
                 raise ConfigurationError("redis_url must start with redis://, rediss:// or unix://")
-            redis = Redis.from_url(redis_url, decode_responses=False, **(redis_kwargs or {}))
+            # Fail fast when Redis is unreachable or paused, rather than hang.
+            rkw: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
+            rkw.update(redis_kwargs or {})
+            redis = Redis.from_url(redis_url, decode_responses=False, **rkw)
         engine = None
         if sql_url is not None:
-            engine = _engine_from_url(sql_url, engine_kwargs or {})
+            ekw: dict[str, Any] = {}
+            if sql_url.startswith("postgresql"):
+                ekw["pool_pre_ping"] = True  # drop connections a server restart killed
+            ekw.update(engine_kwargs or {})
+            engine = _engine_from_url(sql_url, ekw)
         store = cls(redis=redis, engine=engine, **options)
         store._owns_redis = True
         store._owns_engine = True
@@ -206,6 +219,9 @@ class TieredStore(SessionOpsMixin):
             await self.start()
         elif self._closed:
             raise StoreClosedError("this store is closed; create a new one")
+        if self._unsettled:
+            with contextlib.suppress(StorageUnavailableError):  # retried again later
+                await self._retry_unsettled()
 
     async def aclose(self, *, drain_timeout: float = 10.0) -> None:
         """Drain and stop the flusher, then close the clients this store owns.
@@ -216,14 +232,29 @@ class TieredStore(SessionOpsMixin):
             return
         self._closed = True
         if self._flusher_task is not None:
+            if self._flusher is not None:
+                self._flusher.drain_timeout = drain_timeout
             self._stop.set()
             try:
-                await asyncio.wait_for(asyncio.shield(self._flusher_task), drain_timeout)
+                # The flusher drains within drain_timeout, then releases its leases.
+                await asyncio.wait_for(asyncio.shield(self._flusher_task), drain_timeout + 5)
             except TimeoutError:
                 self._flusher_task.cancel()
-                await asyncio.gather(self._flusher_task, return_exceptions=True)
-                log.warning("flusher did not drain within %.1fs; stopped it", drain_timeout)
+                log.warning("flusher did not stop within %.1fs; cancelled it", drain_timeout + 5)
+            except Exception as e:  # the flusher task itself failed: report, keep closing
+                log.error("flusher task failed: %s: %s", type(e).__name__, e)
+            await asyncio.gather(self._flusher_task, return_exceptions=True)
             self._flusher_task = None
+        if self._unsettled:
+            try:
+                await self._retry_unsettled()
+            except StorageUnavailableError as e:
+                log.warning(
+                    "%d write-through operation(s) could not be finished in Redis (%s); a "
+                    "flusher finishes them after inflight_timeout",
+                    len(self._unsettled),
+                    e,
+                )
         if self._owns_redis:
             await self.redis.aclose()
         if self._owns_engine:
@@ -243,7 +274,11 @@ class TieredStore(SessionOpsMixin):
         except RedisResponseError as e:
             raise StorageUnavailableError(f"Redis rejected script {name!r}: {e}") from e
         except (RedisError, OSError) as e:
-            raise StorageUnavailableError(f"Redis unreachable: {e}") from e
+            raise StorageUnavailableError(
+                f"Redis unreachable ({type(e).__name__}: {e}). Reads fall back to SQL; writes "
+                "are refused until Redis is back (a write-behind write that timed out may still "
+                "have been accepted): retry later"
+            ) from e
 
     @staticmethod
     def _skeys(k: SessionKeys) -> list[bytes]:
@@ -266,7 +301,27 @@ class TieredStore(SessionOpsMixin):
 
     # ------------------------------------------------------------------ reads
     async def get_items(self, k: SessionKeys, limit: int | None) -> list[Any]:
-        """Return the newest ``limit`` items (all when None) in chronological order."""
+        """Return the newest ``limit`` items (all when None) in chronological order.
+
+        When Redis is unreachable the items come from SQL alone: a *degraded*
+        read, counted in ``stats()["degraded_reads"]`` and logged. In
+        write-behind mode it lacks the writes not flushed yet (they are safe in
+        the Redis outbox and reappear when Redis is back).
+        """
+        try:
+            return await self._read_items(k, limit)
+        except StorageUnavailableError as e:
+            if not _redis_down(e):
+                raise
+            rows = await self.sql.latest(k.session_id, None, limit)
+            self.counters.degraded_reads += 1
+            now = time.monotonic()
+            if now - self._degraded_logged > 10.0:
+                self._degraded_logged = now
+                log.warning("Redis unreachable; reading from SQL only (degraded): %s", e.__cause__)
+            return self._decode_rows(k, rows)
+
+    async def _read_items(self, k: SessionKeys, limit: int | None) -> list[Any]:
         if limit is None:
             lim = -1
         elif isinstance(limit, bool) or not isinstance(limit, int):
@@ -383,22 +438,46 @@ class TieredStore(SessionOpsMixin):
                 await self.sql.insert(conn, rows, idempotent=False)
         except BaseException:
             envs = [envelope(first + i, d) for i, d in enumerate(datas)]
-            owned = await self._settle(
-                k, op_id, False, [b"a", first, len(datas), k.session_id, *envs]
-            )
-            if owned:
-                raise
-            log.warning("add to %r was recovered by a flusher; it will be stored", k.session_id)
-            return
+            # Hide nothing, keep nothing: the items are removed (and, in case the
+            # failed commit did land, queued for deletion). A flusher that took the
+            # operation over decided the same from SQL, where the rows are absent.
+            await self._settle(k, op_id, False, [b"a", first, len(datas), k.session_id, *envs])
+            raise
         await self._settle(k, op_id, True, [b"a", first, len(datas)])
 
     async def _settle(self, k: SessionKeys, op_id: str, ok: bool, tail: list[Any]) -> bool:
-        res = await self._script(
-            "settle",
-            [k.meta, k.items, k.hidden, k.shard.inflight, k.shard.outbox],
-            [op_id, int(ok), self._hot, *tail],
-        )
-        return bool(res)
+        """Finish a write-through operation in Redis after its SQL transaction.
+
+        Returns False when a flusher already took the operation over. When
+        Redis is unreachable the settle is retried briefly, then queued and
+        retried in the background (True is returned: the SQL outcome stands).
+        """
+        keys = [k.meta, k.items, k.hidden, k.shard.inflight, k.shard.outbox]
+        args = [op_id, int(ok), self._hot, *tail]
+        for delay in (0.05, 0.2, 0.5, None):
+            try:
+                return bool(await self._script("settle", keys, args))
+            except StorageUnavailableError as e:
+                if not _redis_down(e):
+                    raise
+                if delay is None:
+                    self._unsettled.append((keys, args))
+                    log.warning(
+                        "Redis unreachable while finishing a write-through operation on "
+                        "session %r (SQL %s); retrying in the background",
+                        k.session_id,
+                        "committed" if ok else "rolled back",
+                    )
+                    return True
+                await asyncio.sleep(delay)
+        return True  # pragma: no cover - the loop always returns
+
+    async def _retry_unsettled(self) -> None:
+        """Finish queued write-through settles, oldest first; raise if Redis is still down."""
+        while self._unsettled:
+            keys, args = self._unsettled[0]
+            await self._script("settle", keys, args)
+            self._unsettled.pop(0)
 
     async def pop_item(self, k: SessionKeys) -> Any:
         """Remove and return the newest item, or None when the session is empty."""
@@ -439,9 +518,8 @@ class TieredStore(SessionOpsMixin):
             async with self.sql.begin() as conn:
                 await self.sql.delete_seq(conn, k.session_id, seq)
         except BaseException:
-            if await self._settle(k, op_id, False, [b"p", env]):
-                raise
-            return
+            await self._settle(k, op_id, False, [b"p", env])
+            raise
         await self._settle(k, op_id, True, [b"p"])
 
     async def _refill(self, k: SessionKeys, unsettled: int, floor: int) -> None:
@@ -481,9 +559,8 @@ class TieredStore(SessionOpsMixin):
                 async with self.sql.begin() as conn:
                     await self.sql.clear(conn, k.session_id, upto, keep)
             except BaseException:
-                if await self._settle(k, op_id, False, [b"c"]):
-                    raise
-                return
+                await self._settle(k, op_id, False, [b"c"])
+                raise
             await self._settle(k, op_id, True, [b"c"])
             return
         raise StorageUnavailableError(f"session {k.session_id!r} could not be loaded into Redis")
@@ -546,7 +623,9 @@ class TieredStore(SessionOpsMixin):
             pipe.xlen(sh.outbox)
             pipe.xrange(sh.outbox, count=1)
             pipe.xlen(sh.dead)
+        pipe.zcount(self.keys.flushers, int(time.time() * 1000), "+inf")
         res = await self._redis_call(pipe.execute())
+        live = int(res.pop())
         backlog = sum(res[0::3])
         dead = sum(res[2::3])
         oldest = [int(r[0][0].split(b"-")[0]) for r in res[1::3] if r]
@@ -567,7 +646,13 @@ class TieredStore(SessionOpsMixin):
             backlog=backlog,
             flush_lag_seconds=round(lag, 3),
             dead_letters=dead,
+            live_flushers=live,
         )
+
+
+def _redis_down(e: StorageUnavailableError) -> bool:
+    """True when the error says Redis could not be reached (not that it refused)."""
+    return isinstance(e.__cause__, RedisConnectionError | RedisTimeoutError | OSError)
 
 
 def _embedded_redis() -> Redis:
