@@ -1,0 +1,197 @@
+"""Guarantees beyond plain semantics: reads, memory bound, expiry, ownership, protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from typing import Any
+
+from sqlalchemy import event
+
+from tiered_session import Flusher, TieredSession, TieredStore
+
+from .conftest import Backend, StoreFactory
+
+
+def msg(i: int) -> dict[str, Any]:
+    return {"role": "user", "content": f"m{i}"}
+
+
+class SqlSpy:
+    """Records every SQL statement an engine runs."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.statements: list[str] = []
+        self._engine = backend.engine.sync_engine
+        event.listen(self._engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(" ".join(statement.split()))
+
+    def close(self) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._record)
+
+
+class ScriptSpy:
+    """Counts Redis script calls made by a store."""
+
+    def __init__(self, store: TieredStore) -> None:
+        self.calls: list[str] = []
+        original = store._script
+
+        async def spy(name: str, keys: Any, args: Any) -> Any:
+            self.calls.append(name)
+            return await original(name, keys, args)
+
+        store._script = spy  # type: ignore[method-assign]
+
+
+async def test_hot_reads_are_one_script_call_and_no_sql(
+    make_store: StoreFactory, backend: Backend
+) -> None:
+    store = make_store(hot_items=50, run_flusher=False)
+    s = store.session("hot")
+    await s.add_items([msg(i) for i in range(1000)])
+    await Flusher(store).drain()
+    await s.get_items(limit=1)  # warm
+    spy, scripts = SqlSpy(backend), ScriptSpy(store)
+    try:
+        assert await s.get_items(limit=20) == [msg(i) for i in range(980, 1000)]
+        assert await s.get_items(limit=50) == [msg(i) for i in range(950, 1000)]
+    finally:
+        spy.close()
+    assert scripts.calls == ["read", "read"]
+    assert spy.statements == []
+
+
+async def test_cold_reads_push_the_limit_into_sql(
+    make_store: StoreFactory, backend: Backend
+) -> None:
+    store = make_store(hot_items=10, run_flusher=False)
+    s = store.session("cold")
+    await s.add_items([msg(i) for i in range(300)])
+    await Flusher(store).drain()
+    await s.get_items(limit=1)
+    spy, scripts = SqlSpy(backend), ScriptSpy(store)
+    try:
+        assert await s.get_items(limit=25) == [msg(i) for i in range(275, 300)]
+    finally:
+        spy.close()
+    assert scripts.calls == ["read"]
+    selects = [st for st in spy.statements if st.upper().startswith("SELECT")]
+    assert len(selects) == 1
+    sql = selects[0].upper()
+    assert "ORDER BY" in sql and "DESC" in sql and "LIMIT" in sql and "SEQ <" in sql
+
+
+async def test_unflushed_items_stay_in_redis_then_trim(backend: Backend) -> None:
+    store = backend.store(write_mode="behind", hot_items=3, run_flusher=False, hot_ttl=30)
+    s = store.session("bound")
+    k = store.keys.session("bound")
+    await s.add_items([msg(i) for i in range(10)])
+    # Read-your-writes with nothing in SQL yet, and no trimming of unflushed items.
+    assert await s.get_items() == [msg(i) for i in range(10)]
+    assert await s.get_items(limit=7) == [msg(i) for i in range(3, 10)]
+    assert await backend.redis.llen(k.items) == 10
+    assert await backend.redis.pttl(k.items) == -1  # never expires while unflushed
+    assert await backend.redis.pttl(k.meta) == -1
+    assert await Flusher(store).drain() == 1
+    assert await backend.redis.llen(k.items) == 3  # the hot window, the rest is in SQL
+    assert 0 < await backend.redis.pttl(k.meta) <= 30_000
+    assert await s.get_items() == [msg(i) for i in range(10)]
+
+
+async def test_idle_flushed_sessions_expire(make_store: StoreFactory, backend: Backend) -> None:
+    store = make_store(hot_items=3, hot_ttl=30)
+    s = store.session("ttl")
+    await s.add_items([msg(1)])
+    await store.flush()
+    k = store.keys.session("ttl")
+    await s.get_items()
+    assert 0 < await backend.redis.pttl(k.meta) <= 30_000
+    assert 0 < await backend.redis.pttl(k.items) <= 30_000
+    await backend.redis.delete(k.meta, k.items)  # as if expired
+    assert await s.get_items() == [msg(1)]
+
+
+async def test_concurrent_cold_start_installs_once(make_store: StoreFactory) -> None:
+    writer = make_store(hot_items=4)
+    s = writer.session("race")
+    await s.add_items([msg(i) for i in range(9)])
+    await writer.flush()
+    await writer.evict("race")
+    stores = [make_store(hot_items=4) for _ in range(3)]
+    results = await asyncio.gather(
+        *(st.session("race").get_items(limit=n) for st in stores for n in (2, 6, None)),
+        *(st.session("race").add_items([msg(100 + i)]) for i, st in enumerate(stores)),
+    )
+    full = await writer.session("race").get_items()
+    assert full[:9] == [msg(i) for i in range(9)]
+    assert sorted(x["content"] for x in full[9:]) == ["m100", "m101", "m102"]
+    limits = [n for _ in stores for n in (2, 6, None)]
+    for r, n in zip(results[:9], limits, strict=True):
+        # each read saw the history at some instant: 9 old items plus 0-3 new ones
+        assert any(r == (full[:t] if n is None else full[:t][-n:]) for t in range(9, 13))
+
+
+async def test_injected_clients_are_not_closed(backend: Backend) -> None:
+    store = TieredStore(redis=backend.redis, engine=backend.engine, **backend.options())
+    await store.session("own").add_items([msg(1)])
+    await store.aclose()
+    assert await backend.redis.ping()
+    async with backend.engine.connect():
+        pass
+
+
+async def test_from_url_session_owns_its_store() -> None:
+    session = TieredSession.from_url("owned", write_mode="behind")
+    await session.add_items([msg(1)])
+    assert await session.get_items() == [msg(1)]
+    await session.aclose()
+    assert session.store._closed
+    async with TieredSession("ctx") as s2:
+        await s2.add_items([msg(2)])
+    assert s2.store._closed
+
+
+def test_embedded_sessions_are_private() -> None:
+    async def run() -> tuple[list[Any], list[Any]]:
+        a, b = TieredSession("same"), TieredSession("same")
+        await a.add_items([msg(1)])
+        try:
+            return await a.get_items(), await b.get_items()
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    assert asyncio.run(run()) == ([msg(1)], [])
+
+
+def test_satisfies_the_sdk_protocol() -> None:
+    from agents.memory import Session, SessionSettings
+
+    s = TieredSession("proto", session_settings=SessionSettings(limit=2))
+    assert isinstance(s, Session)
+
+    async def run() -> list[Any]:
+        await s.add_items([msg(i) for i in range(5)])
+        try:
+            return await s.get_items()
+        finally:
+            await s.aclose()
+
+    assert asyncio.run(run()) == [msg(3), msg(4)]
+
+
+def test_no_agents_import_at_run_time() -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from tiered_session import TieredSession\n"
+        "async def main():\n"
+        "    async with TieredSession('x', write_mode='behind') as s:\n"
+        "        await s.add_items([{'a': 1}]); await s.get_items(); await s.pop_item()\n"
+        "asyncio.run(main())\n"
+        "assert 'agents' not in sys.modules, 'agents was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
