@@ -27,7 +27,7 @@ def _item(rng: random.Random, n: int) -> dict[str, Any]:
         return {
             "type": "message",
             "role": "assistant",
-            "content": [{"type": "output_text", "text": f"a{n} é✓ \"q\" \\ {rng.random()}"}],
+            "content": [{"type": "output_text", "text": f'a{n} é✓ "q" \\ {rng.random()}'}],
         }
     return {"type": "function_call", "call_id": f"c{n}", "arguments": '{"k": [1, 2.5, null]}'}
 
