@@ -346,6 +346,21 @@ end
 return 1
 """
 
+# Drop a session's hot copy and index entry (delete, cleanup), unless it was
+# written after ARGV[2] or has writes in flight. KEYS: meta, list, hidden, index.
+# ARGV: session_id, not_after_ms. Returns {0} kept | {1, last_seq or -1 when not hot}.
+_DROP = """
+local m = redis.call('HMGET', KEYS[1], 'p', 'h', 'io', 'n')
+if m[1] and (tonumber(m[1]) > 0 or tonumber(m[2]) > 0 or tonumber(m[3] or '0') > 0) then
+  return {0}
+end
+local score = redis.call('ZSCORE', KEYS[4], ARGV[1])
+if score and tonumber(score) > tonumber(ARGV[2]) then return {0} end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return {1, tonumber(m[4] or '-1')}
+"""
+
 # Drop a session's hot copy if nothing in it is pending. KEYS: meta, list, hidden.
 _EVICT = """
 local m = redis.call('HMGET', KEYS[1], 'p', 'h', 'io')
@@ -519,6 +534,7 @@ SCRIPTS: dict[str, str] = {
         "ack": _ACK,
         "dead": _DEAD,
         "evict": _EVICT,
+        "drop": _DROP,
         "recover": _RECOVER,
         "lease": _LEASE,
         "release": _RELEASE,
