@@ -195,3 +195,21 @@ def test_no_agents_import_at_run_time() -> None:
         "assert 'agents' not in sys.modules, 'agents was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_evict_and_flush_time_out_without_a_flusher(backend: Backend) -> None:
+    store = backend.store(write_mode="behind", run_flusher=False)
+    await store.session("stuck").add_items([msg(1)])
+    try:
+        await store.evict("stuck", timeout=0.2)
+    except TimeoutError as e:
+        assert "flusher" in str(e)
+    else:
+        raise AssertionError("evict returned although nothing flushed the session")
+    try:
+        await store.flush(timeout=0.2)
+    except TimeoutError as e:
+        assert "flusher" in str(e)
+    else:
+        raise AssertionError("flush returned although nothing was flushed")
+    assert await store.session("stuck").get_items() == [msg(1)]

@@ -603,15 +603,26 @@ class TieredStore(SessionOpsMixin):
                 )
             await asyncio.sleep(0.002)
 
-    async def evict(self, session_id: str) -> None:
-        """Flush a session, then drop its Redis copy; the next read re-warms from SQL."""
+    async def evict(self, session_id: str, *, timeout: float | None = 30.0) -> None:  # noqa: ASYNC109
+        """Flush a session, then drop its Redis copy; the next read re-warms from SQL.
+
+        Waits until a flusher has committed the session's pending writes; raises
+        ``TimeoutError`` after ``timeout`` seconds (``None``: wait forever).
+        """
         k = self.keys.session(validate_session_id(session_id))
         await self._ready()
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if await self._script("evict", [k.meta, k.items, k.hidden], []):
                 return
             if self._flusher is not None:
                 self._flusher.wake()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"evict({session_id!r}) waited {timeout}s for its pending writes to reach "
+                    "SQL; is a flusher running (run_flusher=True or `tiered-session flush`) "
+                    "and SQL reachable?"
+                )
             await asyncio.sleep(0.002)
 
     async def stats(self) -> StoreStats:
