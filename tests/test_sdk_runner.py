@@ -1,0 +1,179 @@
+"""Runner end to end with the SDK's offline ScriptedModel: TieredSession vs SQLiteSession.
+
+Every scenario runs the same script on a TieredSession (every backend pair, both
+write modes, a small hot window, an eviction in the middle) and on the SDK's
+SQLiteSession; the stored history and every model input must be identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+agents = pytest.importorskip("agents")
+
+from agents import (  # noqa: E402
+    Agent,
+    RunConfig,
+    Runner,
+    SQLiteSession,
+    function_tool,
+    set_tracing_disabled,
+)
+from agents.memory import SessionSettings  # noqa: E402
+from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
+
+from tiered_session import TieredSession, TieredStore  # noqa: E402
+
+from .conftest import StoreFactory  # noqa: E402
+
+set_tracing_disabled(True)
+
+SCENARIOS = ["plain", "streamed", "session_limit", "run_config_limit", "input_callback"]
+
+
+@function_tool
+def get_weather(city: str) -> str:
+    """Return the weather of a city."""
+    return f"sunny in {city}"
+
+
+def script() -> list[Any]:
+    return [
+        [assistant_message("Hello! How can I help?", item_id="m1")],
+        [function_call("get_weather", {"city": "Paris"}, call_id="call-1")],
+        [assistant_message("It is sunny in Paris.", item_id="m2")],
+        [assistant_message("Noted.", item_id="m3")],
+        [function_call("get_weather", {"city": "Oslo"}, call_id="call-2")],
+        [assistant_message("Sunny in Oslo too.", item_id="m4")],
+    ]
+
+
+def keep_last_two(history: list[Any], new: list[Any]) -> list[Any]:
+    return history[-2:] + new
+
+
+async def drive(
+    session: Any, scenario: str, store: TieredStore | None = None
+) -> tuple[list[Any], list[Any]]:
+    """Run four user turns; return (model inputs, stored history)."""
+    model = ScriptedModel(script())
+    agent = Agent(name="assistant", model=model, tools=[get_weather])
+    config = RunConfig()
+    if scenario == "run_config_limit":
+        config = RunConfig(session_settings=SessionSettings(limit=3))
+    elif scenario == "input_callback":
+        config = RunConfig(session_input_callback=keep_last_two)
+    turns = ["hi", "weather in Paris?", "thanks", "and Oslo?"]
+    for n, text in enumerate(turns):
+        if scenario == "streamed":
+            result = Runner.run_streamed(agent, text, session=session, run_config=config)
+            async for _ in result.stream_events():
+                pass
+        else:
+            await Runner.run(agent, text, session=session, run_config=config)
+        if store is not None and n == 1:
+            await store.evict(session.session_id)  # next turn reads cold from SQL
+    model.assert_complete()
+    inputs = [call.input for call in model.calls]
+    return inputs, await session.get_items(limit=10_000)
+
+
+def settings_for(scenario: str) -> SessionSettings | None:
+    return SessionSettings(limit=2) if scenario == "session_limit" else None
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_runner_matches_sqlite_session(make_store: StoreFactory, scenario: str) -> None:
+    reference = SQLiteSession("conv", session_settings=settings_for(scenario))
+    try:
+        expected = await drive(reference, scenario)
+    finally:
+        reference.close()
+    store = make_store(hot_items=3)
+    session = store.session("conv", session_settings=settings_for(scenario))
+    got = await drive(session, scenario, store)
+    assert got[0] == expected[0]  # every model input
+    assert got[1] == expected[1]  # the stored history
+    await store.flush()
+    await store.evict("conv")
+    assert await session.get_items(limit=10_000) == expected[1]  # and from SQL alone
+
+
+async def test_tiered_session_is_an_sdk_session() -> None:
+    from agents.memory import Session
+
+    async with TieredSession("x") as session:
+        assert isinstance(session, Session)
+
+
+async def test_encrypted_session_wrapping_tiered(make_store: StoreFactory) -> None:
+    from agents.extensions.memory import EncryptedSession
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    reference = SQLiteSession("enc")
+    try:
+        expected = await drive(EncryptedSession("enc", reference, key, ttl=3600), "plain")
+    finally:
+        reference.close()
+    store = make_store(hot_items=3)
+    inner = store.session("enc")
+    got = await drive(EncryptedSession("enc", inner, key, ttl=3600), "plain", store)
+    assert got == expected
+    raw = await inner.get_items()
+    assert raw and all(item.get("__enc__") == 1 for item in raw)  # stored encrypted
+    assert "Paris" not in str(raw)
+
+
+class _Compacted:
+    def __init__(self, output: list[Any]) -> None:
+        self.output = output
+        self.usage = None
+
+
+class _FakeResponses:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    async def compact(self, **kwargs: Any) -> _Compacted:
+        self.requests.append(kwargs)
+        summary = {"type": "message", "role": "user", "content": f"summary #{len(self.requests)}"}
+        return _Compacted([summary])
+
+
+class _FakeClient:
+    def __init__(self) -> None:
+        self.responses = _FakeResponses()
+
+
+async def test_compaction_replaces_history(make_store: StoreFactory) -> None:
+    from agents.memory import OpenAIResponsesCompactionSession
+
+    store = make_store(hot_items=3)
+    inner = store.session("compact")
+    client = _FakeClient()
+    session = OpenAIResponsesCompactionSession(
+        "compact",
+        inner,
+        client=client,  # type: ignore[arg-type]
+        compaction_mode="input",
+        should_trigger_compaction=lambda ctx: len(ctx["session_items"]) >= 4,
+    )
+    model = ScriptedModel(script())
+    agent = Agent(name="assistant", model=model, tools=[get_weather])
+    await Runner.run(agent, "hi", session=session)
+    await Runner.run(agent, "weather in Paris?", session=session)
+    assert client.responses.requests  # automatic compaction ran after a turn
+    history = await inner.get_items()
+    assert {"type": "message", "role": "user", "content": "summary #1"} in history
+    # Manual compaction replaces the whole stored history.
+    await session.run_compaction({"force": True})
+    expected = [
+        {"type": "message", "role": "user", "content": f"summary #{len(client.responses.requests)}"}
+    ]
+    assert await inner.get_items() == expected
+    await store.flush()
+    await store.evict("compact")
+    assert await inner.get_items() == expected
