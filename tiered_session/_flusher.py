@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, IntegrityError
@@ -125,7 +126,10 @@ class Flusher:
         self._next_recovery = 0.0
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._block = not store._fake_redis
+        # Block on XREAD across the owned streams, except where that cannot work:
+        # fakeredis does not block, and on a Redis Cluster the streams live in
+        # different slots. There the flusher polls every ``interval``.
+        self._block = not store._fake_redis and not isinstance(store.redis, RedisCluster)
         self._trouble = ""
         self._trouble_logged = 0.0
         #: seconds ``run`` spends draining after ``stop`` is set
