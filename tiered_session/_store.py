@@ -355,33 +355,25 @@ class TieredStore(SessionOpsMixin):
             return [decode_item(split_envelope(e)[1]) for e in envs]
         except CorruptDataError:
             pass
-        out = []  # slow path: find and name the bad entry
+        pairs = []  # slow path: find and name the bad entry
         for env in envs:
             try:
-                seq, data = split_envelope(env)
+                pairs.append(split_envelope(env))
             except CorruptDataError as e:
                 self._report_corrupt(k, "Redis hot list", e)
                 raise
-            try:
-                out.append(decode_item(data))
-            except CorruptDataError as e:
-                self._report_corrupt(k, f"hot list seq={seq}", e)
-                raise CorruptDataError(
-                    f"session {k.session_id!r}: item seq={seq} is not valid JSON; "
-                    "repair or delete that row in SQL, then evict the session"
-                ) from e
-        return out
+        return self._decode_rows(k, pairs)
 
-    def _decode_rows(self, k: SessionKeys, rows: list[tuple[int, str]]) -> list[Any]:
+    def _decode_rows(self, k: SessionKeys, rows: Sequence[tuple[int, bytes | str]]) -> list[Any]:
         out = []
         for seq, data in rows:
             try:
                 out.append(decode_item(data))
             except CorruptDataError as e:
-                self._report_corrupt(k, f"SQL row seq={seq}", e)
+                self._report_corrupt(k, f"item seq={seq}", e)
                 raise CorruptDataError(
-                    f"session {k.session_id!r}: SQL row seq={seq} is not valid JSON; "
-                    "repair or delete that row"
+                    f"session {k.session_id!r}: item seq={seq} is not valid JSON; "
+                    "repair or delete that row in SQL, then evict the session"
                 ) from e
         return out
 
