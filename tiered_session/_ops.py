@@ -24,7 +24,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import LargeBinary, exists, func, select
+from sqlalchemy import cast as sql_cast
 
 from ._config import validate_session_id
 from ._errors import InvalidInputError
@@ -43,7 +44,8 @@ class SessionInfo(TypedDict):
     session_id: str
     #: first write as recorded in SQL (None while only in the write-behind outbox)
     created_at: datetime | None
-    #: last write (add, pop or clear), UTC
+    #: last write (add, pop or clear), UTC: from the Redis session index, or
+    #: from SQL for sessions written before the index existed or imported
     updated_at: datetime | None
 
 
@@ -72,17 +74,12 @@ def _utc(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    dt = cast(datetime, value)
+    dt: datetime = value
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def _from_ms(ms: float | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _latest(*values: datetime | None) -> datetime | None:
-    present = [v for v in values if v is not None]
-    return max(present) if present else None
 
 
 class SessionOpsMixin:
@@ -113,12 +110,12 @@ class SessionOpsMixin:
         for sid, live in zip(ids, await self._hot_has_items(ids), strict=True):
             if live is False or (live is None and sid not in rows):
                 continue  # cleared (or deleted) since its last write
-            created, updated = rows.get(sid, (None, None))
+            created = rows[sid][0] if sid in rows else None
             out.append(
                 SessionInfo(
                     session_id=sid,
                     created_at=created,
-                    updated_at=_latest(updated, _from_ms(indexed[sid])),
+                    updated_at=_from_ms(indexed[sid]),
                 )
             )
         for sid, (created, updated) in rows.items():
@@ -200,7 +197,11 @@ class SessionOpsMixin:
                 if int(pending or 0) > 0 and int(seq_text) > int(watermark or 0):
                     unflushed += 1
         m, sq = s.sql.messages, s.sql.sessions
-        count = select(func.count(), func.coalesce(func.sum(func.length(m.c.message_data)), 0))
+        if s.sql.dialect == "sqlite":
+            size = func.length(sql_cast(m.c.message_data, LargeBinary))
+        else:
+            size = func.octet_length(m.c.message_data)
+        count = select(func.count(), func.coalesce(func.sum(size), 0))
         count = count.where(m.c.session_id == sid)
         if full is not None:
             # Redis holds every item from the floor up; SQL holds the older ones.
@@ -220,7 +221,7 @@ class SessionOpsMixin:
             pending_operations=int(pending or 0) + int(n_hidden or 0) + int(io or 0),
             bytes=hot_bytes + int(cold_bytes),
             created_at=created,
-            updated_at=_latest(updated, _from_ms(float(score) if score is not None else None)),
+            updated_at=_from_ms(float(score)) if score is not None else updated,
         )
 
     # ------------------------------------------------------------------ deletion
