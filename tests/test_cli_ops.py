@@ -1,0 +1,191 @@
+"""The operator CLI, run as a subprocess against the real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import PG_URL, REDIS_URL, Backend
+
+pytestmark = pytest.mark.servers
+
+
+async def cli(*args: str, tty_stderr: bool = False) -> tuple[int, str, str]:
+    """Run ``python -m tiered_session ARGS``; return (exit code, stdout, stderr)."""
+    master = slave = -1
+    if tty_stderr:
+        master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tiered_session",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=slave if tty_stderr else asyncio.subprocess.PIPE,
+        env={**os.environ, "TIERED_SESSION_REDIS_URL": "", "TIERED_SESSION_SQL_URL": ""},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    if tty_stderr:
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(master)
+        err = b"".join(chunks)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), (err or b"").decode()
+
+
+def server_args(b: Backend) -> list[str]:
+    return [
+        "--redis-url",
+        REDIS_URL,
+        "--sql-url",
+        PG_URL,
+        "--key-prefix",
+        b.prefix,
+        "--sessions-table",
+        b.sessions_table,
+        "--messages-table",
+        b.messages_table,
+    ]
+
+
+def msg(sid: str, i: int) -> dict[str, Any]:
+    return {"role": "user", "content": f"{sid} #{i}"}
+
+
+async def test_sessions_commands(real_backend: Backend, tmp_path: Path) -> None:
+    b = real_backend
+    store = b.store(write_mode="behind")
+    items = {sid: [msg(sid, i) for i in range(n + 2)] for n, sid in enumerate(["a", "b", "c"])}
+    for sid, its in items.items():
+        await store.session(sid).add_items(its)
+        await asyncio.sleep(0.01)
+    await store.flush()
+    args = server_args(b)
+
+    code, out, err = await cli("sessions", "list", *args, "--json")
+    assert code == 0, err
+    assert [i["session_id"] for i in json.loads(out)] == ["c", "b", "a"]
+    code, out, _ = await cli("sessions", "list", *args, "--limit", "1", "--offset", "1")
+    assert code == 0 and out.splitlines()[0].startswith("session_id")
+    assert [ln.split()[0] for ln in out.splitlines()[1:]] == ["b"]
+
+    code, out, _ = await cli("sessions", "show", "c", *args)
+    assert code == 0 and [json.loads(ln) for ln in out.splitlines()] == items["c"]
+    code, out, _ = await cli("sessions", "show", "c", *args, "--limit", "1")
+    assert [json.loads(ln) for ln in out.splitlines()] == items["c"][-1:]
+
+    code, out, _ = await cli("sessions", "stats", "b", *args, "--json")
+    stats = json.loads(out)
+    assert code == 0 and stats["items"] == 3 and stats["unflushed_items"] == 0
+    code, out, _ = await cli("sessions", "stats", "b", *args)
+    assert "items" in out and "bytes" in out
+
+    backup = tmp_path / "backup.jsonl"
+    code, out, err = await cli("sessions", "export", str(backup), *args)
+    assert code == 0 and "exported 3 session(s)" in out
+    assert "\r" not in err  # no progress bar when stderr is not a terminal
+    code, out, err = await cli("sessions", "export", str(backup), *args, tty_stderr=True)
+    assert code == 0 and "export [" in err  # ... and one on a terminal
+
+    code, out, _ = await cli("sessions", "delete", "a", *args)
+    assert code == 0 and "deleted a" in out
+    code, out, _ = await cli("sessions", "delete", "a", *args)
+    assert code == 1 and "not found" in out
+    assert await store.session("a").get_items() == []
+
+    code, out, _ = await cli("sessions", "import", str(backup), *args)
+    assert code == 0 and "imported 1 session(s) (2 items); unchanged 2" in out
+    assert await store.session("a").get_items() == items["a"]
+
+    code, out, _ = await cli("sessions", "cleanup", "--older-than", "1h", *args)
+    assert code == 0 and "deleted 0 session(s)" in out
+    await asyncio.sleep(1.1)
+    code, out, _ = await cli("sessions", "cleanup", "--older-than", "1s", "--dry-run", *args)
+    assert code == 0 and "would delete 3 session(s)" in out
+    code, out, _ = await cli("sessions", "cleanup", "--older-than", "1s", *args, "--json")
+    assert code == 0 and json.loads(out)["deleted"] == 3
+    assert await store.list_sessions() == []
+
+    code, _, err = await cli("sessions", "cleanup", "--older-than", "soon", *args)
+    assert code == 2 and "invalid duration" in err
+
+
+async def test_schema_migrate_and_import_sqlite(real_backend: Backend, tmp_path: Path) -> None:
+    from agents import SQLiteSession
+    from agents.extensions.memory import SQLAlchemySession
+
+    b = real_backend
+    args = server_args(b)
+    tables = ["--sessions-table", b.sessions_table, "--messages-table", b.messages_table]
+
+    code, _, err = await cli("sessions", "list", *args)
+    assert code == 2 and "tiered-session schema" in err  # tables missing: say what to run
+
+    code, out, _ = await cli("schema", "--sql-url", PG_URL, *tables, "--print")
+    assert code == 0 and f"CREATE TABLE {b.messages_table}" in out
+    assert f"CREATE UNIQUE INDEX uq_{b.messages_table}_session_seq" in out
+    async with b.engine.connect() as conn:
+        names = await conn.run_sync(lambda c: c.dialect.get_table_names(c))
+    assert b.messages_table not in names  # --print changes nothing
+
+    # An SDK-created schema with data, upgraded in place.
+    sdk_items = [msg("old", i) for i in range(5)]
+    sdk = SQLAlchemySession(
+        "old",
+        engine=b.engine,
+        create_tables=True,
+        sessions_table=b.sessions_table,
+        messages_table=b.messages_table,
+    )
+    await sdk.add_items(sdk_items[:3])
+    await sdk.add_items(sdk_items[3:])
+    code, _, err = await cli("sessions", "list", *args)
+    assert code == 2 and "tiered-session migrate" in err
+    code, out, _ = await cli("schema", "--sql-url", PG_URL, *tables)
+    assert code == 2  # refuses to touch an outdated table: migrate does that
+    code, out, err = await cli("migrate", "--sql-url", PG_URL, *tables)
+    assert code == 0, err
+    assert "added seq column: yes" in out and "numbered 5 row(s)" in out
+    code, out, _ = await cli("migrate", "--sql-url", PG_URL, *tables)
+    assert code == 0 and "up to date" in out
+    code, out, _ = await cli("schema", "--sql-url", PG_URL, *tables)
+    assert code == 0 and "created tables none" in out
+
+    path = tmp_path / "sdk.db"
+    expected = {}
+    for sid in ("f1", "f2"):
+        ref = SQLiteSession(sid, path)
+        try:
+            await ref.add_items([msg(sid, i) for i in range(4)])
+            expected[sid] = await ref.get_items()
+        finally:
+            ref.close()
+    code, out, err = await cli("import-sqlite", str(path), *args)
+    assert code == 0, err
+    assert "imported 2 session(s) (8 items)" in out
+    code, out, _ = await cli("import-sqlite", str(path), *args, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["sessions_unchanged"] == 2 and report["sessions_imported"] == 0
+
+    store = b.store(create_tables=False)
+    assert await store.session("old").get_items() == sdk_items
+    for sid, its in expected.items():
+        assert await store.session(sid).get_items() == its
+    code, out, _ = await cli("sessions", "list", *args, "--json")
+    assert sorted(i["session_id"] for i in json.loads(out)) == ["f1", "f2", "old"]
