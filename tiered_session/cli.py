@@ -13,13 +13,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import _cli_demo, _cli_flush, _cli_ops
+from . import _cli_bench, _cli_demo, _cli_flush, _cli_ops
 from ._errors import TieredSessionError
 
 __all__ = ["main"]
 
 # Each module adds its subcommands with register(subparsers).
-_COMMANDS = [_cli_demo, _cli_flush, _cli_ops]
+_COMMANDS = [_cli_demo, _cli_bench, _cli_flush, _cli_ops]
 
 
 def build_parser() -> argparse.ArgumentParser:

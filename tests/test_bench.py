@@ -1,0 +1,98 @@
+"""Smoke test of the benchmark harness: a tiny run, its outputs and its correctness flags.
+
+It never asserts speed: only that the harness runs, writes its files, and flags
+a backend that returns wrong data instead of ranking it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from tiered_session._bench import BenchOptions, Sizes, run_bench
+from tiered_session._bench._backends import BenchEnv, BenchSession, TieredEmbedded
+from tiered_session._bench._report import terminal, write_outputs
+
+from .conftest import servers_up
+
+TINY = Sizes(
+    calls=5,
+    warmup=1,
+    concurrent_sessions=4,
+    concurrent_turns=2,
+    workers=2,
+    worker_turns=2,
+    scale_sizes=(100, 300),
+    flush_items=60,
+    lag_seconds=0.2,
+)
+
+
+class _Dropping:
+    """Wraps a session and forgets the oldest item of every read."""
+
+    def __init__(self, inner: BenchSession) -> None:
+        self._inner = inner
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        return (await self._inner.get_items(limit))[1:]
+
+    async def add_items(self, items: list[Any]) -> None:
+        await self._inner.add_items(items)
+
+    async def pop_item(self) -> Any | None:
+        return await self._inner.pop_item()
+
+    async def clear_session(self) -> None:
+        await self._inner.clear_session()
+
+
+class BrokenBackend(TieredEmbedded):
+    name = "broken"
+
+    def make_session(self, sid: str) -> BenchSession:
+        return _Dropping(super().make_session(sid))
+
+
+async def test_quick_run_writes_outputs_and_flags_wrong_results(tmp_path: Path) -> None:
+    backends = ["tiered-embedded"] + (["redis-floor", "tiered-behind"] if servers_up() else [])
+    opts = BenchOptions(
+        quick=True,
+        repeats=3,
+        backends=backends,
+        workloads=["add", "get20", "turn", "scale"],
+        sizes=TINY,
+        extra_backends={"broken": lambda env: BrokenBackend(env)},
+        log=lambda msg: None,
+    )
+    doc = await run_bench(opts, command="test")
+    add = doc["workloads"]["add"]["cells"]
+    assert add["tiered-embedded"]["ok"] and add["tiered-embedded"]["p50_us"] > 0
+    assert len(add["tiered-embedded"]["repeats"]) == 3
+    # add never reads through the broken wrapper's get -- except to check: flagged
+    for w in ("add", "get20", "turn"):
+        cell = doc["workloads"][w]["cells"]["broken"]
+        assert not cell["ok"] and "wrong result" in cell["error"]
+        assert cell["x_redis"] is None
+    if servers_up():
+        assert add["redis-floor"]["x_redis"] == 1.0
+        assert add["tiered-behind"]["ok"] and add["tiered-behind"]["x_redis"] is not None
+    text = terminal(doc)
+    assert "WRONG" in text
+    paths = write_outputs(doc, tmp_path, png=False)
+    assert [p.name for p in paths] == ["results.json", "results.md"]
+    assert json.loads(paths[0].read_text())["meta"]["repeats"] == 3
+    md = paths[1].read_text()
+    assert "| backend |" in md and "WRONG" in md
+    assert all(t["backend"] != "broken" for t in doc["targets"])
+    if importlib.util.find_spec("matplotlib") is not None:
+        png = write_outputs(doc, tmp_path / "png")[-1]
+        assert png.name == "results.png" and png.stat().st_size > 1000
+
+
+def test_bench_env_names_are_namespaced() -> None:
+    env = BenchEnv(namespace="abc123", tmpdir="/tmp")
+    assert env.prefix("tb").startswith("tsbench_abc123")
+    assert env.pg_dsn.startswith("postgresql://")
