@@ -177,3 +177,67 @@ async def test_compaction_replaces_history(make_store: StoreFactory) -> None:
     await store.flush()
     await store.evict("compact")
     assert await inner.get_items() == expected
+
+
+async def compact_partial(inner: Any) -> tuple[list[Any], list[Any]]:
+    """Four turns seeing 3 items of history; compaction after the last one."""
+    from agents.memory import OpenAIResponsesCompactionSession
+
+    client = _FakeClient()
+    trigger = {"on": False}
+    session = OpenAIResponsesCompactionSession(
+        "partial",
+        inner,
+        client=client,  # type: ignore[arg-type]
+        compaction_mode="input",
+        should_trigger_compaction=lambda ctx: trigger["on"],
+    )
+    model = ScriptedModel([[assistant_message(f"r{i}", item_id=f"m{i}")] for i in range(4)])
+    agent = Agent(name="assistant", model=model)
+    for i in range(4):
+        trigger["on"] = i == 3
+        await Runner.run(agent, f"u{i}", session=session)
+    return client.responses.requests, await inner.get_items(limit=10_000)
+
+
+async def test_compaction_replaces_only_the_newest_items_atomically(
+    make_store: StoreFactory,
+) -> None:
+    """The atomic snapshot hook: a partial suffix is replaced, older history kept."""
+    reference = SQLiteSession("partial", session_settings=SessionSettings(limit=3))
+    try:
+        expected = await compact_partial(reference)
+    finally:
+        reference.close()
+    store = make_store(hot_items=50)
+    inner = store.session("partial", session_settings=SessionSettings(limit=3))
+    got = await compact_partial(inner)
+    assert got == expected
+    assert len(got[1]) == 5 and got[1][-1]["content"] == "summary #1"  # u0 r0 u1 r1 summary
+    await store.flush()
+    await store.evict("partial")
+    assert await inner.get_items(limit=10_000) == expected[1]
+
+
+async def test_compaction_snapshot_refuses_a_changed_tail(make_store: StoreFactory) -> None:
+    store = make_store(hot_items=10)
+    session = store.session("snap")
+    await session.add_items([{"role": "user", "content": str(i)} for i in range(4)])
+    snap = await session._get_compaction_snapshot(2)
+    assert snap.items == [{"role": "user", "content": "2"}, {"role": "user", "content": "3"}]
+    assert not snap.complete
+    await session.pop_item()
+    assert await snap.replace_suffix(0, [{"role": "user", "content": "x"}]) is False
+    snap = await session._get_compaction_snapshot(5)
+    assert snap.complete and len(snap.items) == 3
+    await session.add_items([{"role": "user", "content": "late"}])
+    assert await snap.replace_suffix(1, [{"role": "user", "content": "x"}]) is False
+    snap = await session._get_compaction_snapshot(5)
+    assert await snap.replace_suffix(1, [{"role": "user", "content": "x"}]) is True
+    expected = [{"role": "user", "content": "0"}, {"role": "user", "content": "x"}]
+    assert await session.get_items() == expected
+    await store.flush()
+    await store.evict("snap")
+    assert await session.get_items() == expected
+    await session.add_items([{"role": "user", "content": "after"}])
+    assert await session.get_items(limit=1) == [{"role": "user", "content": "after"}]

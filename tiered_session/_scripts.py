@@ -346,6 +346,51 @@ end
 return 1
 """
 
+# Replace the newest items of a session atomically (compaction): if the visible
+# tail still equals the expected envelopes, remove them and append the new items
+# after the last seq; SQL follows through the outbox ('x' delete, then 'a' add),
+# in order with every other write of the session.
+# KEYS: meta, list, hidden, outbox, inflight, index.
+# ARGV: session_id, now_ms, hot, n_expected, expected envelope1..N, json1..jsonM.
+# Returns {-1} cold | {0} changed meanwhile | {1, last_outbox_entry_id}.
+_REPLACE = """
+local meta, list, hid, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local m = redis.call('HMGET', meta, 'n', 'h', 'io')
+if not m[1] then return {-1} end
+if tonumber(m[2]) > 0 or tonumber(m[3] or '0') > 0 then return {0} end
+local sid, now, hot, ne = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local len = redis.call('LLEN', list)
+if ne < 1 or len < ne then return {0} end
+local tail = redis.call('LRANGE', list, len - ne, -1)
+for i = 1, ne do
+  if tail[i] ~= ARGV[4 + i] then return {0} end
+end
+local first, n = seqof(ARGV[5]), tonumber(m[1])
+redis.call('LTRIM', list, 0, len - ne - 1)
+local id = redis.call('XADD', outbox, '*', 'o', 'x', 's', sid, 'q', first, 'c', n - first + 1)
+local ops = 1
+local count = #ARGV - 4 - ne
+if count > 0 then
+  local env, lens = {}, {}
+  for i = 1, count do
+    env[i] = (n + i) .. '|' .. ARGV[4 + ne + i]
+    lens[i] = string.len(ARGV[4 + ne + i])
+  end
+  redis.call('RPUSH', list, unpack(env))
+  id = redis.call('XADD', outbox, '*', 'o', 'a', 's', sid, 'q', n + 1, 't', now,
+    'l', table.concat(lens, ','), 'd', table.concat(ARGV, '', 5 + ne))
+  ops = 2
+end
+redis.call('HSET', meta, 'n', n + count)
+redis.call('HINCRBY', meta, 'p', ops)
+redis.call('HINCRBY', meta, 'pb', 1)
+redis.call('PERSIST', meta)
+redis.call('PERSIST', list)
+redis.call('ZADD', KEYS[6], now, sid)
+trim(meta, list, hid, hot)
+return {1, id}
+"""
+
 # Drop a session's hot copy and index entry (delete, cleanup), unless it was
 # written after ARGV[2] or has writes in flight. KEYS: meta, list, hidden, index.
 # ARGV: session_id, not_after_ms. Returns {0} kept | {1, last_seq or -1 when not hot}.
@@ -535,6 +580,7 @@ SCRIPTS: dict[str, str] = {
         "dead": _DEAD,
         "evict": _EVICT,
         "drop": _DROP,
+        "replace": _REPLACE,
         "recover": _RECOVER,
         "lease": _LEASE,
         "release": _RELEASE,

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._config import validate_session_id
@@ -101,6 +102,14 @@ class TieredSession:
     async def clear_session(self) -> None:
         """Delete every item of this session."""
         await self.store.clear_session(self._keys)
+
+    async def _get_compaction_snapshot(
+        self, limit: int, *, prune_prefix: Callable[[Any], bool] | None = None
+    ) -> Any:
+        """The SDK's optional hook for atomic compaction (see ``_compaction``)."""
+        from ._compaction import compaction_snapshot
+
+        return await compaction_snapshot(self, limit, prune_prefix)
 
     async def aclose(self) -> None:
         """Close the private store if this session owns one; otherwise nothing."""

@@ -1,0 +1,94 @@
+"""Atomic suffix replacement for the SDK's ``OpenAIResponsesCompactionSession``.
+
+The SDK asks a session for a *compaction snapshot*: its newest items plus a
+``replace_suffix(start, output)`` callback that swaps the items from ``start``
+on for the compacted output, atomically and only if nothing changed
+meanwhile. Here the snapshot is read from the hot list (with each item's seq)
+and the replacement is one Lua script that checks the tail, removes it and
+appends the output; SQL follows through the outbox in order with every other
+write. In write-through mode ``replace_suffix`` returns once SQL has it.
+
+Example:
+    >>> import asyncio
+    >>> from tiered_session import TieredSession
+    >>> async def main():
+    ...     async with TieredSession("s") as session:
+    ...         await session.add_items([{"role": "user", "content": str(i)} for i in range(3)])
+    ...         snap = await session._get_compaction_snapshot(2)
+    ...         await snap.replace_suffix(0, [{"role": "user", "content": "summary"}])
+    ...         return [i["content"] for i in await session.get_items()]
+    >>> asyncio.run(main())
+    ['0', 'summary']
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._codec import decode_item, encode_item, split_envelope
+from ._errors import CorruptDataError
+from ._scripts import COLD
+
+if TYPE_CHECKING:
+    from ._session import TieredSession
+
+__all__ = ["compaction_snapshot"]
+
+
+async def compaction_snapshot(
+    session: TieredSession, limit: int, prune_prefix: Callable[[Any], bool] | None = None
+) -> Any:
+    """Return the SDK's ``_CompactionSnapshot`` of the newest ``limit`` items, or None.
+
+    None (the SDK then falls back to its whole-history path) when the SDK is
+    too old to know snapshots, when the newest ``limit + 1`` items are not all
+    in the hot window, or when an item cannot be decoded. ``prune_prefix``
+    (expired encrypted items before the suffix) is accepted and ignored:
+    those items stay, and the encrypting wrapper keeps hiding them.
+    """
+    try:
+        from agents.memory.session import _CompactionSnapshot
+    except ImportError:
+        return None
+    del prune_prefix
+    store, k = session.store, session._keys
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        return None
+    await store._ready()
+    for _ in range(3):
+        res = await store._script("read", [k.meta, k.items, k.hidden], [limit + 1, store._ttl_ms])
+        if res[0] != COLD:
+            break
+        await store._warm(k)
+    else:
+        return None
+    full, _floor, envs = res
+    if len(envs) <= limit and not full:
+        return None  # older items live below the hot window: no exact tail here
+    complete = len(envs) <= limit
+    envs = list(envs[-limit:])
+    try:
+        items = [decode_item(split_envelope(e)[1]) for e in envs]
+    except CorruptDataError:
+        return None
+
+    async def replace_suffix(start: int, output: list[Any]) -> bool:
+        expected = envs[start:]
+        if not expected:
+            return False
+        datas = [encode_item(item) for item in output]
+        args: list[Any] = [k.session_id, int(time.time() * 1000), store._hot, len(expected)]
+        res = await store._script(
+            "replace",
+            [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight, k.shard.index],
+            [*args, *expected, *datas],
+        )
+        if int(res[0]) != 1:
+            return False
+        if store.config.write_mode == "through":
+            await store.flush()
+        return True
+
+    return _CompactionSnapshot(items, complete, replace_suffix)
