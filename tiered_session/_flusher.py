@@ -223,7 +223,6 @@ class Flusher:
                     await _sleep_or(stop, backoff)
                     continue
                 backoff = 0.0
-                self._report_recovered()
                 if moved == 0 and not self._block:
                     await _sleep_or(stop, self.interval, self._wake)
             if drain_on_stop:
@@ -359,6 +358,7 @@ class Flusher:
         except StorageUnavailableError as err:
             return await self._failed(state, good, err)
         await self._ack(state, good)
+        self._report_recovered()
         state.failures = 0
         for e in good:
             state.attempts.pop(e.id, None)

@@ -204,7 +204,12 @@ class TieredStore(SessionOpsMixin):
                 raise StoreClosedError("this store is closed; create a new one")
             from ._schema import ensure_schema
 
-            await ensure_schema(self.sql, create=self._create_tables)
+            try:
+                await ensure_schema(self.sql, create=self._create_tables)
+            except StorageUnavailableError as e:
+                # SQL down must not stop a process from starting: write-behind keeps
+                # accepting writes, reads are served from Redis, and SQL errors say so.
+                log.warning("SQL unreachable at start, schema not checked: %s", e)
             if self.config.run_flusher:
                 from ._flusher import Flusher
 
