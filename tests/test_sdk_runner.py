@@ -241,3 +241,19 @@ async def test_compaction_snapshot_refuses_a_changed_tail(make_store: StoreFacto
     assert await session.get_items() == expected
     await session.add_items([{"role": "user", "content": "after"}])
     assert await session.get_items(limit=1) == [{"role": "user", "content": "after"}]
+
+
+async def test_atomic_replace_of_the_whole_history(make_store: StoreFactory) -> None:
+    store = make_store(hot_items=3)
+    session = store.session("whole")
+    await session.add_items([{"role": "user", "content": str(i)} for i in range(8)])
+    await store.flush()
+    await store.evict("whole")  # most of the history only in SQL
+    summary = [{"role": "user", "content": "summary"}, {"role": "assistant", "content": "ok"}]
+    assert await session._atomic_replace_items(summary) is True
+    assert await session.get_items() == summary
+    await store.flush()
+    await store.evict("whole")
+    assert await session.get_items() == summary
+    await session.add_items([{"role": "user", "content": "next"}])
+    assert await session.get_items(limit=2) == [summary[1], {"role": "user", "content": "next"}]

@@ -34,7 +34,7 @@ from ._scripts import COLD
 if TYPE_CHECKING:
     from ._session import TieredSession
 
-__all__ = ["compaction_snapshot"]
+__all__ = ["compaction_snapshot", "replace_all"]
 
 
 async def compaction_snapshot(
@@ -78,17 +78,35 @@ async def compaction_snapshot(
         expected = envs[start:]
         if not expected:
             return False
-        datas = [encode_item(item) for item in output]
-        args: list[Any] = [k.session_id, int(time.time() * 1000), store._hot, len(expected)]
-        res = await store._script(
-            "replace",
-            [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight, k.shard.index],
-            [*args, *expected, *datas],
-        )
-        if int(res[0]) != 1:
-            return False
-        if store.config.write_mode == "through":
-            await store.flush()
-        return True
+        return await _replace(session, expected, output)
 
     return _CompactionSnapshot(items, complete, replace_suffix)
+
+
+async def replace_all(session: TieredSession, output: list[Any]) -> bool:
+    """Replace the whole history with ``output`` atomically (the SDK's manual compaction).
+
+    Returns False, leaving the history as it is, while a write-through
+    operation of the session is in flight; the SDK then falls back to a
+    clear followed by an add.
+    """
+    await session.store._ready()
+    return await _replace(session, None, output)
+
+
+async def _replace(session: TieredSession, expected: list[bytes] | None, output: list[Any]) -> bool:
+    store, k = session.store, session._keys
+    datas = [encode_item(item) for item in output]  # validates before any write
+    n_expected = -1 if expected is None else len(expected)
+    args: list[Any] = [k.session_id, int(time.time() * 1000), store._hot, n_expected]
+    keys = [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight, k.shard.index]
+    for _ in range(3):
+        res = await store._script("replace", keys, [*args, *(expected or ()), *datas])
+        if int(res[0]) != COLD:
+            break
+        await store._warm(k)
+    if int(res[0]) != 1:
+        return False
+    if store.config.write_mode == "through":
+        await store.flush()
+    return True

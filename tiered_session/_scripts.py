@@ -352,6 +352,7 @@ return 1
 # in order with every other write of the session.
 # KEYS: meta, list, hidden, outbox, inflight, index.
 # ARGV: session_id, now_ms, hot, n_expected, expected envelope1..N, json1..jsonM.
+# n_expected = -1 replaces the whole history instead (a clear, then an add).
 # Returns {-1} cold | {0} changed meanwhile | {1, last_outbox_entry_id}.
 _REPLACE = """
 local meta, list, hid, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -359,15 +360,24 @@ local m = redis.call('HMGET', meta, 'n', 'h', 'io')
 if not m[1] then return {-1} end
 if tonumber(m[2]) > 0 or tonumber(m[3] or '0') > 0 then return {0} end
 local sid, now, hot, ne = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local len = redis.call('LLEN', list)
-if ne < 1 or len < ne then return {0} end
-local tail = redis.call('LRANGE', list, len - ne, -1)
-for i = 1, ne do
-  if tail[i] ~= ARGV[4 + i] then return {0} end
+local n = tonumber(m[1])
+local id
+if ne < 0 then
+  ne = 0
+  redis.call('DEL', list)
+  redis.call('HSET', meta, 'full', 1, 'f', n + 1)
+  id = redis.call('XADD', outbox, '*', 'o', 'c', 's', sid, 'q', n, 't', now, 'k', '')
+else
+  local len = redis.call('LLEN', list)
+  if ne < 1 or len < ne then return {0} end
+  local tail = redis.call('LRANGE', list, len - ne, -1)
+  for i = 1, ne do
+    if tail[i] ~= ARGV[4 + i] then return {0} end
+  end
+  local first = seqof(ARGV[5])
+  redis.call('LTRIM', list, 0, len - ne - 1)
+  id = redis.call('XADD', outbox, '*', 'o', 'x', 's', sid, 'q', first, 'c', n - first + 1)
 end
-local first, n = seqof(ARGV[5]), tonumber(m[1])
-redis.call('LTRIM', list, 0, len - ne - 1)
-local id = redis.call('XADD', outbox, '*', 'o', 'x', 's', sid, 'q', first, 'c', n - first + 1)
 local ops = 1
 local count = #ARGV - 4 - ne
 if count > 0 then

@@ -111,6 +111,12 @@ class TieredSession:
 
         return await compaction_snapshot(self, limit, prune_prefix)
 
+    async def _atomic_replace_items(self, items: list[Any]) -> bool:
+        """The SDK's optional hook for replacing the whole history at once."""
+        from ._compaction import replace_all
+
+        return await replace_all(self, items)
+
     async def aclose(self) -> None:
         """Close the private store if this session owns one; otherwise nothing."""
         if self._owns_store:
