@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from tiered_session import BackpressureError, StorageUnavailableError, TieredStore
 
@@ -443,3 +444,33 @@ async def test_poison_entry_goes_to_dead_letters_and_the_queue_keeps_moving(
     for key in ("backlog", "flush_lag_seconds", "flushed_entries", "cache_hits", "cache_misses"):
         assert key in shown
     assert {"cold_reads", "degraded_reads", "live_flushers"} <= set(shown)
+
+
+async def test_write_through_commit_lands_but_redis_pauses_before_settle(
+    private_redis: PrivateRedis, real_backend: Backend, stores: list[TieredStore]
+) -> None:
+    """add_items returns (the items are committed) and they become visible, never half."""
+    through, _ = _pair(private_redis.url, real_backend, redis_kwargs={"socket_timeout": 0.3})
+    stores.append(through)
+    await through.start()
+    t = through.session("t")
+    await t.add_items([msg(0)])
+    armed = [True]
+
+    def pause_after_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if armed[0] and statement.startswith("INSERT INTO") and "message_data" in statement:
+            armed[0] = False
+            private_redis.pause()  # the SQL commit still happens; the settle cannot
+
+    event.listen(through.engine.sync_engine, "after_cursor_execute", pause_after_insert)
+    try:
+        await t.add_items([msg(1), msg(2)])  # returns: the items are committed in SQL
+    finally:
+        private_redis.resume()
+        event.remove(through.engine.sync_engine, "after_cursor_execute", pause_after_insert)
+    assert not armed[0]
+    rows = [json.loads(d) for _, d in await through.sql.latest("t", None, None)]
+    assert rows == [msg(0), msg(1), msg(2)]
+    assert await t.get_items() == [msg(0), msg(1), msg(2)]  # settled on the next call
+    assert not through._unsettled
+    assert not await through.redis.hlen(through.keys.session("t").shard.inflight)

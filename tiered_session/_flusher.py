@@ -304,7 +304,7 @@ class Flusher:
             await self.store.redis.xread(
                 {s.keys.outbox: b"$" for s in ready},
                 count=1,
-                block=max(1, int(self.interval * 1000)),
+                block=max(1, int(min(self.interval, 0.25) * 1000)),  # stop within 0.25 s
             )
         return moved
 

@@ -472,9 +472,10 @@ class TieredStore(SessionOpsMixin):
     async def _retry_unsettled(self) -> None:
         """Finish queued write-through settles, oldest first; raise if Redis is still down."""
         while self._unsettled:
-            keys, args = self._unsettled[0]
-            await self._script("settle", keys, args)
-            self._unsettled.pop(0)
+            first = self._unsettled[0]
+            await self._script("settle", *first)  # idempotent: a repeat returns 0
+            if self._unsettled and self._unsettled[0] is first:
+                self._unsettled.pop(0)
 
     async def pop_item(self, k: SessionKeys) -> Any:
         """Remove and return the newest item, or None when the session is empty."""
