@@ -14,7 +14,10 @@ from sqlalchemy import func, select
 from tiered_session import InvalidInputError, TieredStore
 from tiered_session._codec import encode_item
 
+from . import test_cluster
 from .conftest import Backend, StoreFactory
+
+cluster_ports = test_cluster.cluster_ports  # the private three-node cluster fixture
 
 
 def msg(sid: str, i: int) -> dict[str, Any]:
@@ -160,3 +163,35 @@ async def test_export_import_into_an_empty_database(
         assert (await target.import_jsonl(part))["sessions_unchanged"] == 1
     finally:
         await target_backend.cleanup()
+
+
+@pytest.mark.servers
+async def test_operations_on_a_redis_cluster(cluster_ports: list[int], tmp_path: Path) -> None:
+    from redis.asyncio.cluster import RedisCluster
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from .conftest import unique_name
+
+    rc = RedisCluster(host="127.0.0.1", port=cluster_ports[0], decode_responses=False)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}")
+    store = TieredStore(
+        redis=rc, engine=engine, key_prefix=unique_name(), write_mode="behind", create_tables=True
+    )
+    try:
+        sids = [f"c{n}" for n in range(8)]  # spread over the nodes
+        for sid in sids:
+            await fill(store, sid, 4)
+            await asyncio.sleep(0.005)
+        assert [i["session_id"] for i in await store.list_sessions()] == sids[::-1]
+        assert (await store.session_stats("c3"))["items"] == 4
+        assert await store.delete_session("c3")
+        path = tmp_path / "cluster.jsonl"
+        assert await store.export_jsonl(path) == 7
+        assert await store.cleanup(timedelta(0)) == 7
+        assert await store.list_sessions() == []
+        assert (await store.import_jsonl(path))["sessions_imported"] == 7
+        assert await store.session("c5").get_items() == [msg("c5", i) for i in range(4)]
+    finally:
+        await store.aclose()
+        await rc.aclose()
+        await engine.dispose()
