@@ -153,12 +153,12 @@ class Flusher:
             return
         self._next_lease = now + self.store.config.lease_ttl / 3
         store = self.store
-        live = await store._script(
-            "heartbeat", [store.keys.flushers], [self.token, self._lease_ms, 0]
-        )
-        self.live_flushers = max(1, int(live))
         target = len(self._wanted)
-        if self._fair:
+        if self._fair:  # flushers with a fixed shard list do not count in the split
+            live = await store._script(
+                "heartbeat", [store.keys.flushers], [self.token, self._lease_ms, 0]
+            )
+            self.live_flushers = max(1, int(live))
             target = -(-target // self.live_flushers)
         for shard in list(self._owned):
             state = self._owned[shard]
@@ -167,7 +167,12 @@ class Flusher:
         for shard in sorted(self._owned)[target:]:
             state = self._owned.pop(shard)
             await store._script("release", [state.keys.lease], [self.token])
-            log.info("flusher %s handed shard %d over (%d flushers live)", self.token, shard, live)
+            log.info(
+                "flusher %s handed shard %d over (%d flushers live)",
+                self.token,
+                shard,
+                self.live_flushers,
+            )
         if len(self._owned) >= target:
             return
         # Start at a different shard in each flusher so they do not all race for the same one.
@@ -197,7 +202,10 @@ class Flusher:
         try:
             for state in list(self._owned.values()):
                 await store._script("release", [state.keys.lease], [self.token])
-            await store._script("heartbeat", [store.keys.flushers], [self.token, self._lease_ms, 1])
+            if self._fair:
+                await store._script(
+                    "heartbeat", [store.keys.flushers], [self.token, self._lease_ms, 1]
+                )
         except StorageUnavailableError as e:
             log.warning("flusher %s could not release its leases (they expire): %s", self.token, e)
         self._owned.clear()
@@ -420,6 +428,8 @@ class Flusher:
                 state.attempts.pop(entry.id, None)
                 store.counters.flushed_entries += 1
                 moved += 1
+                if state.keys.shard not in self._owned:
+                    return moved
             return moved
         return 0
 
@@ -433,27 +443,35 @@ class Flusher:
                 ops_max[1] = max(ops_max[1], e.op.rows[-1][0])
             elif e.op.kind != "a":
                 ops_max[2] += 1
-        keys: list[bytes] = [state.keys.outbox]
+        keys: list[bytes] = [state.keys.outbox, state.keys.lease]
         tail: list[Any] = []
         for sid, (ops, mx, barriers) in per_session.items():
             k = self.store.keys.session(sid)
             keys += [k.meta, k.items, k.hidden]
             tail += [ops, mx, barriers]
         store = self.store
-        await store._script(
+        done = await store._script(
             "ack",
             keys,
             [
                 GROUP,
                 store.config.hot_items,
                 store._ttl_ms,
+                self.token,
                 len(entries),
                 *[e.id for e in entries],
                 *tail,
             ],
         )
+        if done == -1:  # committed, but the new holder replays (idempotently) and acks
+            self._lose(state, "lease taken over after commit")
 
     async def _dead_letter(self, state: _ShardState, e: _Entry, reason: str) -> None:
+        if await self.store._redis_call(self.store.redis.get(state.keys.lease)) != (
+            self.token.encode()
+        ):
+            self._lose(state, "lease lost before dead-lettering")
+            return
         sid = e.fields.get(b"s", b"").decode("utf-8", "replace")
         meta = self.store.keys.session(sid).meta if sid else state.keys.outbox + b":none"
         flat: list[bytes] = []

@@ -302,20 +302,25 @@ redis.call('HSET', meta, 'f', ARGV[2], 'full', ARGV[3])
 return 1
 """
 
-# Acknowledge outbox entries committed to SQL and update their sessions.
-# KEYS: outbox, then meta, list, hidden per session.
-# ARGV: group, hot, ttl_ms, n_ids, id1..idN, then per session: ops, max_added_seq,
-# barriers (how many of the ops were pops/clears/undo-deletes).
+# Acknowledge outbox entries committed to SQL and update their sessions, only
+# while this flusher still holds the shard's lease (otherwise the new holder
+# replays and acknowledges them: counting them twice would corrupt 'p').
+# KEYS: outbox, lease, then meta, list, hidden per session.
+# ARGV: group, hot, ttl_ms, token, n_ids, id1..idN, then per session: ops,
+# max_added_seq, barriers (how many of the ops were pops/clears/undo-deletes).
+# Returns 1, or -1 when the lease is held by another flusher.
 _ACK = """
-local group, hot, ttl, nids = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local group, hot, ttl, nids = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[4] then return -1 end
 if nids > 0 then
-  local ids = {unpack(ARGV, 5, 4 + nids)}
+  local ids = {unpack(ARGV, 6, 5 + nids)}
   redis.call('XACK', KEYS[1], group, unpack(ids))
   redis.call('XDEL', KEYS[1], unpack(ids))
 end
-local a = 5 + nids
-for j = 0, (#KEYS - 1) / 3 - 1 do
-  local meta, list, hid = KEYS[2 + 3 * j], KEYS[3 + 3 * j], KEYS[4 + 3 * j]
+local a = 6 + nids
+for j = 0, (#KEYS - 2) / 3 - 1 do
+  local meta, list, hid = KEYS[3 + 3 * j], KEYS[4 + 3 * j], KEYS[5 + 3 * j]
   if redis.call('EXISTS', meta) == 1 then
     local ops, maxseq = tonumber(ARGV[a + 3 * j]), tonumber(ARGV[a + 3 * j + 1])
     local barriers = tonumber(ARGV[a + 3 * j + 2])

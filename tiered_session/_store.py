@@ -217,6 +217,7 @@ class TieredStore(SessionOpsMixin):
                 self._flusher_task = asyncio.create_task(
                     self._flusher.run(self._stop), name="tiered-session-flusher"
                 )
+                self._flusher_task.add_done_callback(_report_flusher_exit)
             self._started = True
 
     async def _ready(self) -> None:
@@ -656,6 +657,17 @@ class TieredStore(SessionOpsMixin):
             flush_lag_seconds=round(lag, 3),
             dead_letters=dead,
             live_flushers=live,
+        )
+
+
+def _report_flusher_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        e = task.exception()
+        log.error(
+            "the in-process flusher stopped on an unexpected %s: %s; this process no longer "
+            "flushes (run a `tiered-session flush` worker, or restart the process)",
+            type(e).__name__,
+            e,
         )
 
 
