@@ -15,7 +15,6 @@ from agents.extensions.memory import AsyncSQLiteSession, SQLAlchemySession
 
 from tiered_session import ConfigurationError
 from tiered_session._schema import inspect_schema, migrate
-from tiered_session._transfer import import_sdk_sqlite
 
 from .conftest import Backend
 
@@ -150,15 +149,15 @@ async def test_import_sdk_sqlite_files(backend: Backend, tmp_path: Path) -> None
             ref.close()
 
     store = backend.store(hot_items=2)
-    report = await import_sdk_sqlite(store, path)
+    report = await store.import_sdk_sqlite(path)
     assert report["sessions_imported"] == 4
     assert report["items_imported"] == sum(len(v) for v in expected.values())
     assert report["corrupt_rows_skipped"] == 1
-    again = await import_sdk_sqlite(store, path)
+    again = await store.import_sdk_sqlite(path)
     assert again["sessions_imported"] == 0 and again["sessions_unchanged"] == 4
     for sid, items in expected.items():
         assert await store.session(sid).get_items() == items
         assert await sdk(backend, sid).get_items() == items
     await store.session("s1").add_items([msg("s1", 999)])
-    conflict = await import_sdk_sqlite(store, path)
+    conflict = await store.import_sdk_sqlite(path)
     assert conflict["sessions_conflicting"] == 1 and conflict["conflicts"] == ["s1"]

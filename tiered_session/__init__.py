@@ -28,17 +28,22 @@ from ._errors import (
     TieredSessionError,
 )
 from ._flusher import Flusher
+from ._ops import SessionInfo, SessionStats
 from ._session import TieredSession
 from ._stats import StoreStats
 from ._store import TieredStore
+from ._transfer import ImportReport
 
 __all__ = [
     "BackpressureError",
     "ConfigurationError",
     "CorruptDataError",
     "Flusher",
+    "ImportReport",
     "InvalidInputError",
     "MissingDependencyError",
+    "SessionInfo",
+    "SessionStats",
     "StorageUnavailableError",
     "StoreClosedError",
     "StoreConfig",

@@ -205,10 +205,12 @@ class SessionOpsMixin:
         count = count.where(m.c.session_id == sid)
         if full is not None:
             # Redis holds every item from the floor up; SQL holds the older ones.
-            count = count.where(m.c.seq < (int(floor) if full == b"0" else -(2**62)))
+            count = count.where(m.c.seq < int(floor))
         times = select(sq.c.created_at, sq.c.updated_at).where(sq.c.session_id == sid)
+        cold = cold_bytes = 0
         async with s.sql.begin() as conn:
-            cold, cold_bytes = (await conn.execute(count)).one()
+            if full != b"1":
+                cold, cold_bytes = (await conn.execute(count)).one()
             row = (await conn.execute(times)).first()
         created, updated = (_utc(row[0]), _utc(row[1])) if row is not None else (None, None)
         items = hot + int(cold)
@@ -318,3 +320,26 @@ class SessionOpsMixin:
         from ._transfer import import_jsonl
 
         return await import_jsonl(self._as_store(), Path(path), progress)
+
+    async def import_sdk_sqlite(
+        self,
+        path: str | Path,
+        *,
+        sessions_table: str = "agent_sessions",
+        messages_table: str = "agent_messages",
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Import every session of an SDK ``SQLiteSession``/``AsyncSQLiteSession`` file.
+
+        Items keep the SDK's order; rows that are not valid JSON are skipped
+        (the SDK skips them too) and counted. Idempotent, like :meth:`import_jsonl`.
+        """
+        from ._transfer import import_sdk_sqlite
+
+        return await import_sdk_sqlite(
+            self._as_store(),
+            Path(path),
+            sessions_table=sessions_table,
+            messages_table=messages_table,
+            progress=progress,
+        )
