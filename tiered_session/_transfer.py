@@ -141,7 +141,8 @@ def _iso(value: Any) -> str | None:
     if value is None:
         return None
     dt = datetime.fromisoformat(value) if isinstance(value, str) else value
-    assert isinstance(dt, datetime)
+    if not isinstance(dt, datetime):
+        return str(dt)
     return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)).isoformat()
 
 
