@@ -260,3 +260,48 @@ async def test_three_flushers_share_shards_and_keep_order_with_pops_and_clears(
         assert got.get(sid, []) == want, sid  # per-session SQL order == accepted order
         assert await store.session(sid).get_items() == want
     assert (await store.stats())["live_flushers"] == 0
+
+
+async def test_frozen_flusher_resumed_after_losing_its_lease_changes_nothing(
+    real_backend: Backend, procs: Procs, tmp_path: Path
+) -> None:
+    """SIGSTOP a flusher past its lease (a zombie), SIGCONT it later: fenced reads and commits."""
+    store = real_backend.store(write_mode="behind", run_flusher=False, outbox_shards=SHARDS)
+    await store.start()
+    flushers = [procs.flusher(real_backend), procs.flusher(real_backend)]
+    out = tmp_path / "accepted.json"
+    writer = procs.writer(
+        real_backend,
+        out,
+        "--sessions",
+        "20",
+        "--rounds",
+        "100",
+        "--pause",
+        "0.03",
+        "--mixed",
+        "--hot-items",
+        "3",
+    )
+    rng = random.Random(5)
+    freezes = 0
+    while writer.poll() is None or freezes < 3:
+        assert writer.poll() in (None, 0), procs.log(writer)
+        await asyncio.sleep(rng.uniform(0.2, 0.5))
+        zombie = flushers[freezes % 2]
+        zombie.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(1.6)  # lease_ttl is 1 s: the other flusher takes the shards
+        zombie.send_signal(signal.SIGCONT)
+        freezes += 1
+    await store.flush(timeout=30)
+    for f in flushers:
+        await procs.ready(f)
+        f.send_signal(signal.SIGTERM)
+        assert await procs.wait(f) == 0, procs.log(f)
+    assert "lost shard" in procs.log(flushers[0]) + procs.log(flushers[1])
+    accepted = json.loads(out.read_text())
+    got = await _sql_history(store)
+    for sid, want in accepted["expected"].items():
+        assert got.get(sid, []) == want, sid
+    for k in store.keys.all_shards():  # nothing left pending for any consumer
+        assert (await store.redis.xpending(k.outbox, "flushers"))["pending"] == 0
