@@ -161,3 +161,18 @@ async def test_import_sdk_sqlite_files(backend: Backend, tmp_path: Path) -> None
     await store.session("s1").add_items([msg("s1", 999)])
     conflict = await store.import_sdk_sqlite(path)
     assert conflict["sessions_conflicting"] == 1 and conflict["conflicts"] == ["s1"]
+
+
+async def test_missing_unique_index_is_reported_and_migrated(backend: Backend) -> None:
+    store = backend.store(create_tables=False)
+    unique = next(i for i in store.sql.messages.indexes if i.unique)
+    async with store.sql.begin() as conn:  # the tables as someone made them by hand
+        await conn.run_sync(store.sql.metadata.create_all)
+        await conn.run_sync(unique.drop)
+    with pytest.raises(ConfigurationError, match=r"unique index .*tiered-session migrate"):
+        await store.start()
+    report = await migrate(backend.store().sql)
+    assert report["created_indexes"] == [unique.name] and not report["added_seq_column"]
+    fresh = backend.store(create_tables=False)
+    await fresh.session("s").add_items([msg("s", 1)])
+    assert await fresh.session("s").get_items() == [msg("s", 1)]
