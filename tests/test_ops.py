@@ -195,3 +195,32 @@ async def test_operations_on_a_redis_cluster(cluster_ports: list[int], tmp_path:
         await store.aclose()
         await rc.aclose()
         await engine.dispose()
+
+
+async def test_listing_merges_the_index_and_sql_in_order(
+    backend: Backend, write_mode: str, tmp_path: Path
+) -> None:
+    source = backend.store(write_mode=write_mode)
+    for n in range(5):
+        await fill(source, f"imported{n}", 2)
+    path = tmp_path / "b.jsonl"
+    await source.export_jsonl(path)
+    other = Backend(backend.kind, tmp_path)
+    try:
+        store = other.store(write_mode=write_mode, outbox_shards=3)
+        await store.import_jsonl(path)  # known to SQL only, not to the index
+        for n in range(12):
+            await fill(store, f"live{n}", 1)
+        await store.session("live4").clear_session()
+        everything = [i async for i in store._iter_sessions(chunk=2)]
+        ids = [i["session_id"] for i in everything]
+        assert len(ids) == 16 and "live4" not in ids and len(set(ids)) == 16
+        keys = [(i["updated_at"], i["session_id"]) for i in everything]
+        assert keys == sorted(keys, reverse=True)
+        assert all(i.startswith("imported") for i in ids[-5:])  # older than every live one
+        pages = []
+        for offset in range(0, 18, 3):
+            pages += await store.list_sessions(limit=3, offset=offset)
+        assert [i["session_id"] for i in pages] == ids
+    finally:
+        await other.cleanup()

@@ -19,7 +19,9 @@ Example:
 
 from __future__ import annotations
 
+import heapq
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -78,8 +80,24 @@ def _utc(value: Any) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
+class _Key:
+    """Heap order of the merge: newest first, then session id descending."""
+
+    __slots__ = ("at", "sid")
+
+    def __init__(self, info: SessionInfo) -> None:
+        self.at = info["updated_at"] or _EPOCH
+        self.sid = info["session_id"]
+
+    def __lt__(self, other: _Key) -> bool:
+        return (self.at, self.sid) > (other.at, other.sid)
+
+
 def _from_ms(ms: float | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 class SessionOpsMixin:
@@ -90,40 +108,84 @@ class SessionOpsMixin:
 
     # ------------------------------------------------------------------ listing
     async def _all_sessions(self) -> list[SessionInfo]:
+        return [info async for info in self._iter_sessions()]
+
+    async def _iter_sessions(self, chunk: int = 500) -> AsyncIterator[SessionInfo]:
+        """Yield sessions that hold items, newest activity first (ties: by id, descending).
+
+        A k-way merge of the shards' session indexes and the sessions table, each
+        read ``chunk`` entries at a time: the first pages cost little however
+        many sessions there are.
+        """
         s = self._as_store()
         await s._ready()
-        pipe = s.redis.pipeline(transaction=False)
-        for sh in s.keys.all_shards():
-            pipe.zrange(sh.index, 0, -1, withscores=True)
-        indexed: dict[str, float] = {}
-        for entries in await s._redis_call(pipe.execute()):
-            for member, score in entries:
-                indexed[member.decode("utf-8", "surrogatepass")] = float(score)
+        sources = [self._indexed(sh.index, chunk) for sh in s.keys.all_shards()]
+        sources.append(self._unindexed(chunk))
+        heap: list[tuple[_Key, int, SessionInfo]] = []
+        for n, src in enumerate(sources):
+            first = await anext(src, None)
+            if first is not None:
+                heapq.heappush(heap, (_Key(first), n, first))
+        while heap:
+            _, n, info = heapq.heappop(heap)
+            yield info
+            nxt = await anext(sources[n], None)
+            if nxt is not None:
+                heapq.heappush(heap, (_Key(nxt), n, nxt))
+
+    async def _indexed(self, index: bytes, chunk: int) -> AsyncIterator[SessionInfo]:
+        """Live sessions of one shard's index, by last write time descending."""
+        s = self._as_store()
         sq, m = s.sql.sessions, s.sql.messages
-        stmt = select(sq.c.session_id, sq.c.created_at, sq.c.updated_at).where(
-            exists().where(m.c.session_id == sq.c.session_id)
-        )
-        async with s.sql.begin() as conn:
-            rows = {r[0]: (_utc(r[1]), _utc(r[2])) for r in (await conn.execute(stmt)).all()}
-        out: list[SessionInfo] = []
-        ids = list(indexed)
-        for sid, live in zip(ids, await self._hot_has_items(ids), strict=True):
-            if live is False or (live is None and sid not in rows):
-                continue  # cleared (or deleted) since its last write
-            created = rows[sid][0] if sid in rows else None
-            out.append(
-                SessionInfo(
-                    session_id=sid,
-                    created_at=created,
-                    updated_at=_from_ms(indexed[sid]),
-                )
+        start = 0
+        while True:
+            entries = cast(
+                "list[tuple[bytes, float]]",
+                await s._redis_call(
+                    s.redis.zrevrange(index, start, start + chunk - 1, withscores=True)
+                ),
             )
-        for sid, (created, updated) in rows.items():
-            if sid not in indexed:
-                out.append(SessionInfo(session_id=sid, created_at=created, updated_at=updated))
-        epoch = datetime.min.replace(tzinfo=UTC)
-        out.sort(key=lambda i: (i["updated_at"] or epoch, i["session_id"]), reverse=True)
-        return out
+            if not entries:
+                return
+            start += len(entries)
+            ids = [e[0].decode("utf-8", "surrogatepass") for e in entries]
+            stmt = select(sq.c.session_id, sq.c.created_at).where(
+                sq.c.session_id.in_(ids), exists().where(m.c.session_id == sq.c.session_id)
+            )
+            async with s.sql.begin() as conn:
+                in_sql = {r[0]: _utc(r[1]) for r in (await conn.execute(stmt)).all()}
+            live = await self._hot_has_items(ids)
+            for sid, (_, score), hot in zip(ids, entries, live, strict=True):
+                if hot is False or (hot is None and sid not in in_sql):
+                    continue  # cleared (or deleted) since its last write
+                yield SessionInfo(
+                    session_id=sid, created_at=in_sql.get(sid), updated_at=_from_ms(score)
+                )
+
+    async def _unindexed(self, chunk: int) -> AsyncIterator[SessionInfo]:
+        """Sessions known only to SQL (imported, or written before the index), newest first."""
+        s = self._as_store()
+        sq, m = s.sql.sessions, s.sql.messages
+        stmt = (
+            select(sq.c.session_id, sq.c.created_at, sq.c.updated_at)
+            .where(exists().where(m.c.session_id == sq.c.session_id))
+            .order_by(sq.c.updated_at.desc(), sq.c.session_id.desc())
+            .limit(chunk)
+        )
+        offset = 0
+        while True:
+            async with s.sql.begin() as conn:
+                rows = (await conn.execute(stmt.offset(offset))).all()
+            if not rows:
+                return
+            offset += len(rows)
+            pipe = s.redis.pipeline(transaction=False)
+            for r in rows:
+                pipe.zscore(s.keys.session(r[0]).shard.index, r[0])
+            scores = await s._redis_call(pipe.execute())
+            for r, score in zip(rows, scores, strict=True):
+                if score is None:
+                    yield SessionInfo(session_id=r[0], created_at=_utc(r[1]), updated_at=_utc(r[2]))
 
     async def _hot_has_items(self, ids: list[str]) -> list[bool | None]:
         """Per session: whether Redis says it has items (None: not in Redis)."""
@@ -146,8 +208,8 @@ class SessionOpsMixin:
         """Return sessions that hold items, newest activity first, one page at a time.
 
         Includes sessions whose items are still only in the write-behind outbox.
-        Reads the Redis session index and the SQL sessions table (cost grows
-        with the number of sessions: an administrative call, not a hot path).
+        Merges the Redis session indexes and the SQL sessions table, reading
+        about ``offset + limit`` entries of each shard.
 
         Args:
             limit: page size (at least 1).
@@ -157,7 +219,15 @@ class SessionOpsMixin:
             raise InvalidInputError(f"limit must be a positive int, got {limit!r}")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInputError(f"offset must be an int >= 0, got {offset!r}")
-        return (await self._all_sessions())[offset : offset + limit]
+        page: list[SessionInfo] = []
+        async for info in self._iter_sessions(chunk=min(500, offset + limit)):
+            if offset:
+                offset -= 1
+                continue
+            page.append(info)
+            if len(page) == limit:
+                break
+        return page
 
     async def session_exists(self, session_id: str) -> bool:
         """Return whether the session holds at least one item (in either tier)."""
