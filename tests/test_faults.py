@@ -474,3 +474,27 @@ async def test_write_through_commit_lands_but_redis_pauses_before_settle(
     assert await t.get_items() == [msg(0), msg(1), msg(2)]  # settled on the next call
     assert not through._unsettled
     assert not await through.redis.hlen(through.keys.session("t").shard.inflight)
+
+
+async def test_redis_restored_from_an_older_snapshot_never_deletes_committed_rows(
+    private_redis: PrivateRedis, real_backend: Backend, stores: list[TieredStore]
+) -> None:
+    through, _ = _pair(private_redis.url, real_backend)
+    stores.append(through)
+    await through.start()
+    t = through.session("t")
+    await t.add_items([msg(0), msg(1)])
+    await through.redis.save()  # the snapshot Redis will come back with
+    await t.add_items([msg(2), msg(3)])
+    private_redis.kill()
+    private_redis.start()  # loads the older snapshot: its counter is behind SQL
+    for _ in range(5):  # the first call on each pooled connection finds it closed
+        with pytest.raises(StorageUnavailableError) as err:
+            await t.add_items([msg(4)])
+        if "Redis unreachable" not in str(err.value):
+            break
+    assert "Redis was behind SQL" in str(err.value)
+    await t.add_items([msg(4)])  # the session reloaded from SQL: the retry works
+    want = [msg(i) for i in range(5)]
+    assert await t.get_items() == want
+    assert [json.loads(d) for _, d in await through.sql.latest("t", None, None)] == want

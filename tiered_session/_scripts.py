@@ -222,6 +222,8 @@ return {1, n, unpack(keep)}
 #   kind 'a': first, count, session_id, envelope1..N (removed when not ok; the
 #             outbox gets an 'x' entry deleting those seqs from SQL in case the
 #             failed commit did land)
+#   kind 'A': like 'a', for a commit SQL refused outright (no 'x': the seqs may
+#             hold other rows, e.g. when Redis lost writes SQL has)
 #   kind 'p': envelope (put back when not ok)
 #   kind 'c': nothing
 # Returns 1, or 0 when the operation was already taken over by recovery.
@@ -230,6 +232,8 @@ local meta, list, hid, inflight, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KE
 if redis.call('HDEL', inflight, ARGV[1]) == 0 then return 0 end
 local ok, hot, kind = ARGV[2] == '1', tonumber(ARGV[3]), ARGV[4]
 local live = redis.call('EXISTS', meta) == 1
+local undo = kind == 'a'
+if kind == 'A' then kind = 'a' end
 if kind == 'a' then
   local first, count = tonumber(ARGV[5]), tonumber(ARGV[6])
   local seqs = {}
@@ -238,6 +242,8 @@ if kind == 'a' then
   if live then redis.call('HINCRBY', meta, 'h', -count) end
   if not ok then
     for i = 8, #ARGV do redis.call('LREM', list, -1, ARGV[i]) end
+  end
+  if not ok and undo then
     redis.call('XADD', outbox, '*', 'o', 'x', 's', ARGV[7], 'q', first, 'c', count)
     if live then
       redis.call('HINCRBY', meta, 'p', 1)

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -434,14 +435,35 @@ class TieredStore(SessionOpsMixin):
         try:
             async with self.sql.begin() as conn:
                 await self.sql.insert(conn, rows, idempotent=False)
-        except BaseException:
+        except BaseException as e:
             envs = [envelope(first + i, d) for i, d in enumerate(datas)]
             # Hide nothing, keep nothing: the items are removed (and, in case the
             # failed commit did land, queued for deletion). A flusher that took the
             # operation over decided the same from SQL, where the rows are absent.
-            await self._settle(k, op_id, False, [b"a", first, len(datas), k.session_id, *envs])
+            refused = None
+            if isinstance(e, StorageUnavailableError) and isinstance(e.__cause__, IntegrityError):
+                refused = e  # those seqs hold other rows in SQL: keep them (kind "A")
+            kind = b"a" if refused is None else b"A"
+            await self._settle(k, op_id, False, [kind, first, len(datas), k.session_id, *envs])
+            if refused is not None:
+                await self._resync(k, first, refused)
             raise
         await self._settle(k, op_id, True, [b"a", first, len(datas)])
+
+    async def _resync(self, k: SessionKeys, first: int, e: StorageUnavailableError) -> None:
+        """SQL already holds a seq Redis just assigned: Redis lost writes SQL has."""
+        dropped = await self._script("evict", [k.meta, k.items, k.hidden], [])
+        log.error(
+            "session %r: SQL already has seq %d that Redis just assigned (Redis lost writes: "
+            "restored from an older snapshot, or restarted without its last writes); %s",
+            k.session_id,
+            first,
+            "its hot copy was dropped and reloads from SQL" if dropped else "writes are pending",
+        )
+        raise StorageUnavailableError(
+            f"session {k.session_id!r}: Redis was behind SQL (it lost writes SQL has); nothing "
+            "was written and the session reloads from SQL: retry the call"
+        ) from e
 
     async def _settle(self, k: SessionKeys, op_id: str, ok: bool, tail: list[Any]) -> bool:
         """Finish a write-through operation in Redis after its SQL transaction.
