@@ -29,12 +29,30 @@ from sqlalchemy import event
 
 from tiered_session import BackpressureError, StorageUnavailableError, TieredStore
 
-from .conftest import PG_URL, REDIS_URL, Backend, require_servers
+from .conftest import PG_URL, REDIS_URL, REQUIRE, Backend, require_servers
 
 pytestmark = [pytest.mark.faults, pytest.mark.servers]
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _pg_bin() -> Path | None:
+    """The directory of initdb and pg_ctl (the newest installed PostgreSQL)."""
+    found = shutil.which("initdb")
+    if found and (Path(found).resolve().parent / "pg_ctl").exists():
+        return Path(found).resolve().parent
+    dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    return dirs[-1] if dirs and (dirs[-1] / "initdb").exists() else None
+
+
+PG_BIN = _pg_bin()
+
+
+def _missing(what: str) -> None:
+    """Skip, or fail when the fault tests are mandatory (TIERED_SESSION_REQUIRE_SERVERS=1)."""
+    if REQUIRE:
+        pytest.fail(f"{what}, and TIERED_SESSION_REQUIRE_SERVERS=1", pytrace=False)
+    pytest.skip(what)
 
 
 def msg(i: Any) -> dict[str, Any]:
@@ -68,16 +86,20 @@ class PrivatePostgres:
     """A PostgreSQL cluster in a temporary directory, run as the postgres OS user."""
 
     def __init__(self) -> None:
-        pw = pwd.getpwnam("postgres")
         self.dir = Path(tempfile.mkdtemp(prefix="tiered-session-pg-"))
-        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self.data = self.dir / "data"
         self.port = _free_port()
         self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
         self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-N")
 
     def _pg(self, tool: str, *args: str) -> None:
-        cmd = ["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args]
+        assert PG_BIN is not None
+        cmd = [str(PG_BIN / tool), *args]
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True, timeout=60)
 
     def start(self) -> None:
@@ -149,8 +171,15 @@ class PrivateRedis:
 
 @pytest.fixture(scope="module")
 def private_pg() -> Iterator[PrivatePostgres]:
-    if not PG_BIN.exists() or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL server binaries are not installed")
+    if PG_BIN is None:
+        _missing("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            _missing("running as root and there is no 'postgres' OS user to run PostgreSQL")
+        if shutil.which("runuser") is None:
+            _missing("running as root and runuser is not installed")
     pg = PrivatePostgres()
     try:
         pg.start()
@@ -162,7 +191,7 @@ def private_pg() -> Iterator[PrivatePostgres]:
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+        _missing("redis-server is not installed")
     r = PrivateRedis(tmp_path)
     try:
         r.start()
