@@ -183,9 +183,22 @@ async def test_schema_migrate_and_import_sqlite(real_backend: Backend, tmp_path:
     report = json.loads(out)
     assert code == 0 and report["sessions_unchanged"] == 2 and report["sessions_imported"] == 0
 
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    other_url = f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
+    other = create_async_engine(other_url)
+    try:
+        ref2 = SQLAlchemySession("g1", engine=other, create_tables=True)
+        await ref2.add_items([msg("g1", i) for i in range(3)])
+        expected["g1"] = await ref2.get_items()
+    finally:
+        await other.dispose()
+    code, out, err = await cli("import-sdk", "--source-url", other_url, *args)
+    assert code == 0 and "imported 1 session(s) (3 items)" in out, err
+
     store = b.store(create_tables=False)
     assert await store.session("old").get_items() == sdk_items
     for sid, its in expected.items():
         assert await store.session(sid).get_items() == its
     code, out, _ = await cli("sessions", "list", *args, "--json")
-    assert sorted(i["session_id"] for i in json.loads(out)) == ["f1", "f2", "old"]
+    assert sorted(i["session_id"] for i in json.loads(out)) == ["f1", "f2", "g1", "old"]

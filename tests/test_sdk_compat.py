@@ -176,3 +176,31 @@ async def test_missing_unique_index_is_reported_and_migrated(backend: Backend) -
     fresh = backend.store(create_tables=False)
     await fresh.session("s").add_items([msg("s", 1)])
     assert await fresh.session("s").get_items() == [msg("s", 1)]
+
+
+@pytest.mark.parametrize("backend_kind", SQL_BACKENDS, indirect=True)
+async def test_import_from_another_sdk_database(backend: Backend, tmp_path: Path) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from tiered_session._transfer import import_sdk_sql
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sdk-sqlalchemy.db'}"
+    source = create_async_engine(url)
+    expected = {}
+    try:
+        for sid in ("k1", "k2"):
+            ref = SQLAlchemySession(sid, engine=source, create_tables=True)
+            for b in range(3):  # same-second batches: order comes from created_at, id
+                await ref.add_items([msg(sid, 10 * b + i) for i in range(2)])
+            await ref.pop_item()
+            expected[sid] = await ref.get_items()
+    finally:
+        await source.dispose()
+    store = backend.store(hot_items=2)
+    report = await import_sdk_sql(store, url)
+    assert (report["sessions_imported"], report["items_imported"]) == (2, 10)
+    assert (await import_sdk_sql(store, url))["sessions_unchanged"] == 2
+    for sid, items in expected.items():
+        assert await store.session(sid).get_items() == items
+    with pytest.raises(ConfigurationError, match="no table"):
+        await import_sdk_sql(store, url.replace("sdk-sqlalchemy", "empty"))

@@ -1,4 +1,4 @@
-r"""CLI commands for operators: ``sessions …``, ``migrate``, ``import-sqlite``, ``schema``.
+r"""Operator CLI: ``sessions …``, ``migrate``, ``import-sqlite``, ``import-sdk``, ``schema``.
 
 Example:
     $ tiered-session sessions list --redis-url redis://localhost:6379/0 \\
@@ -26,7 +26,7 @@ from ._progress import Progress
 from ._schema import ddl_statements, inspect_schema, migrate
 from ._sql import SqlTier
 from ._store import TieredStore, _engine_from_url
-from ._transfer import import_sdk_sqlite
+from ._transfer import import_sdk_sql, import_sdk_sqlite
 
 __all__ = ["parse_duration", "register"]
 
@@ -45,7 +45,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``sessions``, ``migrate``, ``import-sqlite`` and ``schema``."""
+    """Add ``sessions``, ``migrate``, ``import-sqlite``, ``import-sdk`` and ``schema``."""
     p = sub.add_parser("sessions", help="list, inspect, delete, clean up, back up sessions")
     ops = p.add_subparsers(dest="op", required=True, metavar="OP")
 
@@ -82,6 +82,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--source-messages-table", default="agent_messages")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=lambda args: _run_store_op(args, _import_sqlite))
+
+    q = sub.add_parser(
+        "import-sdk", help="import the sessions of another database written by SQLAlchemySession"
+    )
+    add_server_args(q, required=True)
+    q.add_argument("--source-url", required=True, help="SQLAlchemy async URL of the SDK database")
+    q.add_argument("--source-sessions-table", default="agent_sessions")
+    q.add_argument("--source-messages-table", default="agent_messages")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=lambda args: _run_store_op(args, _import_sdk))
 
     for name, help_text, func in (
         ("migrate", "upgrade Agents SDK tables in place (idempotent)", _migrate),
@@ -214,6 +224,20 @@ async def _import_sqlite(store: TieredStore, args: argparse.Namespace) -> int:
     report = await import_sdk_sqlite(
         store,
         args.path,
+        sessions_table=args.source_sessions_table,
+        messages_table=args.source_messages_table,
+        progress=bar,
+    )
+    bar.close()
+    _emit(args, report, _report_text(report))
+    return 0 if report["sessions_conflicting"] == 0 else 1
+
+
+async def _import_sdk(store: TieredStore, args: argparse.Namespace) -> int:
+    bar = Progress(0, "import-sdk")
+    report = await import_sdk_sql(
+        store,
+        args.source_url,
         sessions_table=args.source_sessions_table,
         messages_table=args.source_messages_table,
         progress=bar,

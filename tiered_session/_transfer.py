@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TypedDict
 import orjson
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, inspect, select
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ._codec import decode_item, encode_item
 from ._config import StoreConfig, validate_session_id
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ._progress import Progress
     from ._store import TieredStore
 
-__all__ = ["ImportReport", "export_jsonl", "import_jsonl", "import_sdk_sqlite"]
+__all__ = ["ImportReport", "export_jsonl", "import_jsonl", "import_sdk_sql", "import_sdk_sqlite"]
 
 log = logging.getLogger("tiered_session")
 
@@ -267,9 +267,52 @@ async def import_sdk_sqlite(
     Items keep the SDK's order (by row id). Rows that are not valid JSON are
     skipped (the SDK skips them too) and counted. Idempotent.
     """
-    StoreConfig(sessions_table=sessions_table, messages_table=messages_table)  # validates names
     if not await asyncio.to_thread(path.is_file):
         raise ConfigurationError(f"SQLite file {str(path)!r} not found")
+    engine = create_async_engine(URL.create("sqlite+aiosqlite", database=str(path)))
+    try:
+        return await _import_tables(
+            store, engine, str(path), sessions_table, messages_table, "id", progress
+        )
+    finally:
+        await engine.dispose()
+
+
+async def import_sdk_sql(
+    store: TieredStore,
+    source_url: str,
+    *,
+    sessions_table: str = "agent_sessions",
+    messages_table: str = "agent_messages",
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import every session of another database written by the SDK's ``SQLAlchemySession``.
+
+    Items keep the SDK's order (``created_at, id``). To adopt SDK tables in
+    the store's own database, migrate them in place instead. Idempotent.
+    """
+    from ._store import _engine_from_url
+
+    engine = _engine_from_url(source_url, {})
+    try:
+        where = engine.url.render_as_string(hide_password=True)
+        return await _import_tables(
+            store, engine, where, sessions_table, messages_table, "created_at", progress
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _import_tables(
+    store: TieredStore,
+    engine: AsyncEngine,
+    where: str,
+    sessions_table: str,
+    messages_table: str,
+    order_by: Literal["id", "created_at"],
+    progress: Progress | None,
+) -> ImportReport:
+    StoreConfig(sessions_table=sessions_table, messages_table=messages_table)  # validates names
     await store._ready()
     md = MetaData()
     src_s = Table(
@@ -285,60 +328,56 @@ async def import_sdk_sqlite(
         Column("id", Integer, primary_key=True),
         Column("session_id", String),
         Column("message_data", Text),
+        Column("created_at", String),
     )
-    engine = create_async_engine(URL.create("sqlite+aiosqlite", database=str(path)))
+    order = (src_m.c.id,) if order_by == "id" else (src_m.c.created_at, src_m.c.id)
     report = _new_report()
-    try:
-        async with engine.connect() as conn:
-            names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-            if messages_table not in names:
-                raise ConfigurationError(
-                    f"{str(path)!r} has no table {messages_table!r}: not an Agents SDK "
-                    "SQLiteSession file (or pass the table names it uses)"
+    async with engine.connect() as conn:
+        names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        if messages_table not in names:
+            raise ConfigurationError(
+                f"{where!r} has no table {messages_table!r}: not an Agents SDK session "
+                "database (or pass the table names it uses)"
+            )
+        has_sessions = sessions_table in names
+        ids = [
+            r[0]
+            for r in (
+                await conn.execute(
+                    select(src_m.c.session_id).distinct().order_by(src_m.c.session_id)
                 )
-            has_sessions = sessions_table in names
-            ids = [
-                r[0]
-                for r in (
+            ).all()
+        ]
+        if progress is not None:
+            progress.total = len(ids)
+        for sid in ids:
+            rows = (
+                await conn.execute(
+                    select(src_m.c.message_data).where(src_m.c.session_id == sid).order_by(*order)
+                )
+            ).all()
+            datas = []
+            for (data,) in rows:
+                try:
+                    decode_item(data)
+                except (CorruptDataError, TypeError):
+                    report["corrupt_rows_skipped"] += 1
+                    log.warning("skipped a row of session %r that is not valid JSON", sid)
+                    continue
+                datas.append(data)
+            times = None
+            if has_sessions:
+                times = (
                     await conn.execute(
-                        select(src_m.c.session_id).distinct().order_by(src_m.c.session_id)
-                    )
-                ).all()
-            ]
-            if progress is not None:
-                progress.total = len(ids)
-            for sid in ids:
-                rows = (
-                    await conn.execute(
-                        select(src_m.c.message_data)
-                        .where(src_m.c.session_id == sid)
-                        .order_by(src_m.c.id)
-                    )
-                ).all()
-                datas = []
-                for (data,) in rows:
-                    try:
-                        decode_item(data)
-                    except (CorruptDataError, TypeError):
-                        report["corrupt_rows_skipped"] += 1
-                        log.warning("skipped a row of session %r that is not valid JSON", sid)
-                        continue
-                    datas.append(data)
-                times = None
-                if has_sessions:
-                    times = (
-                        await conn.execute(
-                            select(src_s.c.created_at, src_s.c.updated_at).where(
-                                src_s.c.session_id == sid
-                            )
+                        select(src_s.c.created_at, src_s.c.updated_at).where(
+                            src_s.c.session_id == sid
                         )
-                    ).first()
-                outcome = await restore_session(
-                    store, sid, datas, *(times if times is not None else (None, None))
-                )
-                _count(report, sid, outcome, len(datas))
-                if progress is not None:
-                    progress.advance()
-    finally:
-        await engine.dispose()
+                    )
+                ).first()
+            outcome = await restore_session(
+                store, sid, datas, *(times if times is not None else (None, None))
+            )
+            _count(report, sid, outcome, len(datas))
+            if progress is not None:
+                progress.advance()
     return report
