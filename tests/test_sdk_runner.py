@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 agents = pytest.importorskip("agents")
@@ -252,6 +253,9 @@ async def test_atomic_replace_of_the_whole_history(make_store: StoreFactory) -> 
     summary = [{"role": "user", "content": "summary"}, {"role": "assistant", "content": "ok"}]
     assert await session._atomic_replace_items(summary) is True
     assert await session.get_items() == summary
+    if store.config.write_mode == "through":  # committed in SQL when the call returns
+        rows = await store.sql.latest("whole", None, None)
+        assert [orjson.loads(d) for _, d in rows] == summary
     await store.flush()
     await store.evict("whole")
     assert await session.get_items() == summary

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -108,5 +109,14 @@ async def _replace(session: TieredSession, expected: list[bytes] | None, output:
     if int(res[0]) != 1:
         return False
     if store.config.write_mode == "through":
-        await store.flush()
+        await _committed(session, res[1])
     return True
+
+
+async def _committed(session: TieredSession, entry_id: bytes) -> None:
+    """Wait until a flusher has committed the session's shard up to ``entry_id``."""
+    store, outbox = session.store, session._keys.shard.outbox
+    while await store._redis_call(store.redis.xrange(outbox, min="-", max=entry_id, count=1)):
+        if store._flusher is not None:
+            store._flusher.wake()
+        await asyncio.sleep(0.002)
