@@ -310,3 +310,20 @@ async def test_frozen_flusher_resumed_after_losing_its_lease_changes_nothing(
         assert got.get(sid, []) == want, sid
     for k in store.keys.all_shards():  # nothing left pending for any consumer
         assert (await store.redis.xpending(k.outbox, "flushers"))["pending"] == 0
+
+
+async def test_flush_once_drains_and_exits(real_backend: Backend, procs: Procs) -> None:
+    store = real_backend.store(write_mode="behind", run_flusher=False, outbox_shards=SHARDS)
+    await store.start()
+    for i in range(30):
+        await store.session(f"s{i % 5}").add_items([{"n": i}])
+    await store.session("s0").pop_item()
+    assert (await store.stats())["backlog"] == 31
+    once = procs.start(
+        "once", ["-m", "tiered_session", "flush", *_server_args(real_backend), "--once"]
+    )
+    assert await procs.wait(once) == 0, procs.log(once)
+    assert "31 entries" in procs.log(once)
+    assert (await store.stats())["backlog"] == 0
+    rows = await store.sql.latest("s0", None, None)
+    assert [json.loads(d)["n"] for _, d in rows] == [0, 5, 10, 15, 20]

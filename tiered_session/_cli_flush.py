@@ -24,7 +24,9 @@ import sys
 from typing import Any, cast
 
 from ._cli_common import add_server_args, redact, store_from_args
+from ._errors import StorageUnavailableError
 from ._flusher import Flusher
+from ._schema import ensure_schema
 from ._store import TieredStore
 
 __all__ = ["register"]
@@ -127,8 +129,10 @@ async def _run_flusher(store: TieredStore, flusher: Flusher, args: argparse.Name
     )
     code = 0
     try:
-        if args.create_tables:
-            await store.sql.create_tables()
+        try:
+            await ensure_schema(store.sql, create=args.create_tables)
+        except StorageUnavailableError as e:  # SQL down: start anyway, retry with backoff
+            log.warning("SQL unreachable at start, schema not checked: %s", e)
         if args.once:
             try:
                 await flusher.drain(timeout=args.drain_timeout)
