@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -98,7 +99,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("schema", "create the tables and indexes, or --print their DDL", _schema),
     ):
         q = sub.add_parser(name, help=help_text)
-        q.add_argument("--sql-url", required=True, help="SQLAlchemy async URL")
+        env_sql = os.environ.get("TIERED_SESSION_SQL_URL") or None
+        q.add_argument(
+            "--sql-url",
+            default=env_sql,
+            required=env_sql is None,
+            help="SQLAlchemy async URL (env TIERED_SESSION_SQL_URL)",
+        )
         q.add_argument("--sessions-table", default="agent_sessions")
         q.add_argument("--messages-table", default="agent_messages")
         q.add_argument("--json", action="store_true", help="print JSON")
