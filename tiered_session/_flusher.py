@@ -46,11 +46,11 @@ from typing import TYPE_CHECKING, Any, cast
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import func, select
-from sqlalchemy.exc import DataError, IntegrityError
 
-from ._codec import envelope
 from ._errors import StorageUnavailableError
 from ._keys import ShardKeys
+from ._outbox import is_poison, pairs, parse_entry
+from ._recovery import recover_operation
 from ._sql import Op
 
 if TYPE_CHECKING:
@@ -334,7 +334,7 @@ class Flusher:
             return 0
         state.claim = False
         raw = cast(list[list[Any]], res or [])
-        entries = [_Entry(r[0], _pairs(r[1])) for r in raw if r[1]]
+        entries = [_Entry(r[0], pairs(r[1])) for r in raw if r[1]]
         gone = [r[0] for r in raw if not r[1]]
         if gone:  # deleted while pending: nothing to apply
             await self.store.redis.xack(state.keys.outbox, GROUP, *gone)
@@ -349,7 +349,7 @@ class Flusher:
         store = self.store
         good: list[_Entry] = []
         for e in entries:
-            e.op, e.error = _parse(e.fields)
+            e.op, e.error = parse_entry(e.fields)
             if e.op is None:
                 await self._dead_letter(state, e, e.error)
             else:
@@ -396,7 +396,7 @@ class Flusher:
         state.replay = True
         state.failures += 1
         state.retry_at = time.monotonic() + min(_MAX_BACKOFF, 0.05 * 2**state.failures)
-        if not _is_poison(err):
+        if not is_poison(err):
             self._report_trouble(f"flush failed ({err})", state.retry_at - time.monotonic())
             return 0
         for e in batch:
@@ -416,7 +416,7 @@ class Flusher:
                     self._lose(state, "lease lost before commit; entry rolled back")
                     return moved
                 except StorageUnavailableError as one_err:
-                    if not _is_poison(one_err):
+                    if not is_poison(one_err):
                         return moved
                     state.attempts[entry.id] = state.attempts.get(entry.id, 0) + 1
                     if state.attempts[entry.id] >= store.config.max_attempts:
@@ -504,95 +504,7 @@ class Flusher:
             for op_id, ts in entries.items():
                 if int(ts) > cutoff:
                     continue
-                await self._recover_one(op_id)
-
-    async def _recover_one(self, op_id: bytes) -> None:
-        store = self.store
-        kind = op_id[:1]
-        parts = op_id.split(b"|", 3 if kind == b"a" else 2)
-        sid = parts[-1].decode("utf-8", "surrogatepass")
-        seq = int(parts[1])
-        k = store.keys.session(sid)
-        m = store.sql.messages
-        env = b""
-        async with store.sql.begin() as conn:
-            if kind == b"a":
-                count = int(parts[2])
-                found = await conn.scalar(
-                    select(func.count()).where(
-                        m.c.session_id == sid, m.c.seq >= seq, m.c.seq < seq + count
-                    )
-                )
-                landed = found == count
-            elif kind == b"p":
-                data = await conn.scalar(
-                    select(m.c.message_data).where(m.c.session_id == sid, m.c.seq == seq)
-                )
-                landed = data is None
-                if data is not None:
-                    env = envelope(seq, data.encode())
-            else:
-                hidden = [int(x) for x in await store.redis.smembers(k.hidden)]
-                cond = [m.c.session_id == sid, m.c.seq <= seq]
-                if hidden:
-                    cond.append(m.c.seq.not_in(hidden))
-                landed = not await conn.scalar(select(func.count()).where(*cond))
-        done = await store._script(
-            "recover",
-            [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight],
-            [op_id, sid, int(landed), store.config.hot_items, env],
-        )
-        if done:
-            store.counters.recovered_operations += 1
-            log.warning(
-                "write-through %s on session %r outlived its writer; %s it as SQL shows",
-                {b"a": "add", b"p": "pop"}.get(kind, "clear"),
-                sid,
-                "completed" if landed else "rolled back",
-            )
-
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
-
-
-def _is_poison(err: Exception) -> bool:
-    """True when SQL rejected the data itself (retrying the same entry cannot help)."""
-    cause = err.__cause__
-    if isinstance(cause, IntegrityError | DataError):
-        return True
-    code = getattr(getattr(cause, "orig", None), "sqlstate", None)
-    # SQLSTATE class 22: data exception; 23: integrity constraint violation.
-    return isinstance(code, str) and code[:2] in ("22", "23")
-
-
-def _parse(f: dict[bytes, bytes]) -> tuple[Op | None, str]:
-    """Decode an outbox entry into an Op, or explain why it cannot be."""
-    try:
-        kind = f[b"o"].decode()
-        sid = f[b"s"].decode("utf-8", "surrogatepass")
-        seq = int(f[b"q"])
-        if kind == "a":
-            data = f[b"d"]
-            rows: list[tuple[int, str]] = []
-            pos = 0
-            for i, ln in enumerate(f[b"l"].split(b",")):
-                n = int(ln)
-                rows.append((seq + i, data[pos : pos + n].decode("utf-8")))
-                pos += n
-            if pos != len(data):
-                return None, "item lengths do not match the data"
-            return Op("a", sid, seq, rows=rows), ""
-        if kind == "p":
-            return Op("p", sid, seq), ""
-        if kind == "c":
-            keep = [int(x) for x in f.get(b"k", b"").split(b",") if x]
-            return Op("c", sid, seq, keep=keep), ""
-        if kind == "x":
-            return Op("x", sid, seq, count=int(f[b"c"])), ""
-        return None, f"unknown operation {kind!r}"
-    except (KeyError, ValueError, UnicodeDecodeError) as e:
-        return None, f"undecodable entry: {type(e).__name__}: {e}"
+                await recover_operation(self.store, op_id)
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
