@@ -224,3 +224,12 @@ async def test_listing_merges_the_index_and_sql_in_order(
         assert [i["session_id"] for i in pages] == ids
     finally:
         await other.cleanup()
+
+
+async def test_cleanup_keeps_sessions_with_unflushed_writes(make_store: StoreFactory) -> None:
+    store = make_store(write_mode="behind", run_flusher=False)
+    items = await fill(store, "pending", 3)
+    await asyncio.sleep(0.05)
+    assert await store.cleanup(timedelta(0), dry_run=True) == 1  # idle by its age ...
+    assert await store.cleanup(timedelta(0)) == 0  # ... but not yet in SQL: kept
+    assert await store.session("pending").get_items() == items
