@@ -19,9 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -110,7 +111,7 @@ class SessionOpsMixin:
     async def _all_sessions(self) -> list[SessionInfo]:
         return [info async for info in self._iter_sessions()]
 
-    async def _iter_sessions(self, chunk: int = 500) -> AsyncIterator[SessionInfo]:
+    async def _iter_sessions(self, chunk: int = 500) -> AsyncGenerator[SessionInfo, None]:
         """Yield sessions that hold items, newest activity first (ties: by id, descending).
 
         A k-way merge of the shards' session indexes and the sessions table, each
@@ -122,18 +123,22 @@ class SessionOpsMixin:
         sources = [self._indexed(sh.index, chunk) for sh in s.keys.all_shards()]
         sources.append(self._unindexed(chunk))
         heap: list[tuple[_Key, int, SessionInfo]] = []
-        for n, src in enumerate(sources):
-            first = await anext(src, None)
-            if first is not None:
-                heapq.heappush(heap, (_Key(first), n, first))
-        while heap:
-            _, n, info = heapq.heappop(heap)
-            yield info
-            nxt = await anext(sources[n], None)
-            if nxt is not None:
-                heapq.heappush(heap, (_Key(nxt), n, nxt))
+        try:
+            for n, src in enumerate(sources):
+                first = await anext(src, None)
+                if first is not None:
+                    heapq.heappush(heap, (_Key(first), n, first))
+            while heap:
+                _, n, info = heapq.heappop(heap)
+                yield info
+                nxt = await anext(sources[n], None)
+                if nxt is not None:
+                    heapq.heappush(heap, (_Key(nxt), n, nxt))
+        finally:
+            for src in sources:
+                await src.aclose()
 
-    async def _indexed(self, index: bytes, chunk: int) -> AsyncIterator[SessionInfo]:
+    async def _indexed(self, index: bytes, chunk: int) -> AsyncGenerator[SessionInfo, None]:
         """Live sessions of one shard's index, by last write time descending."""
         s = self._as_store()
         sq, m = s.sql.sessions, s.sql.messages
@@ -162,7 +167,7 @@ class SessionOpsMixin:
                     session_id=sid, created_at=in_sql.get(sid), updated_at=_from_ms(score)
                 )
 
-    async def _unindexed(self, chunk: int) -> AsyncIterator[SessionInfo]:
+    async def _unindexed(self, chunk: int) -> AsyncGenerator[SessionInfo, None]:
         """Sessions known only to SQL (imported, or written before the index), newest first."""
         s = self._as_store()
         sq, m = s.sql.sessions, s.sql.messages
@@ -220,13 +225,14 @@ class SessionOpsMixin:
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInputError(f"offset must be an int >= 0, got {offset!r}")
         page: list[SessionInfo] = []
-        async for info in self._iter_sessions(chunk=min(500, offset + limit)):
-            if offset:
-                offset -= 1
-                continue
-            page.append(info)
-            if len(page) == limit:
-                break
+        async with contextlib.aclosing(self._iter_sessions(min(500, offset + limit))) as it:
+            async for info in it:
+                if offset:
+                    offset -= 1
+                    continue
+                page.append(info)
+                if len(page) == limit:
+                    break
         return page
 
     async def session_exists(self, session_id: str) -> bool:
