@@ -261,3 +261,41 @@ async def test_atomic_replace_of_the_whole_history(make_store: StoreFactory) -> 
     assert await session.get_items() == summary
     await session.add_items([{"role": "user", "content": "next"}])
     assert await session.get_items(limit=2) == [summary[1], {"role": "user", "content": "next"}]
+
+
+async def encrypted_compaction(inner: Any, key: str) -> tuple[int, list[Any]]:
+    from agents.extensions.memory import EncryptedSession
+    from agents.memory import OpenAIResponsesCompactionSession
+
+    client = _FakeClient()
+    trigger = {"on": False}
+    compacting = OpenAIResponsesCompactionSession(
+        "enc-compact",
+        inner,
+        client=client,  # type: ignore[arg-type]
+        compaction_mode="input",
+        should_trigger_compaction=lambda ctx: trigger["on"],
+    )
+    session = EncryptedSession("enc-compact", compacting, key, ttl=3600)
+    model = ScriptedModel([[assistant_message(f"r{i}", item_id=f"m{i}")] for i in range(4)])
+    agent = Agent(name="assistant", model=model)
+    for i in range(4):
+        trigger["on"] = i == 3
+        await Runner.run(agent, f"u{i}", session=session)
+    return len(client.responses.requests), await session.get_items()
+
+
+async def test_encrypted_compaction_on_tiered(make_store: StoreFactory) -> None:
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    reference = SQLiteSession("enc-compact", session_settings=SessionSettings(limit=3))
+    try:
+        expected = await encrypted_compaction(reference, key)
+    finally:
+        reference.close()
+    store = make_store(hot_items=50)
+    inner = store.session("enc-compact", session_settings=SessionSettings(limit=3))
+    got = await encrypted_compaction(inner, key)
+    assert got == expected and got[0] == 1
+    assert "summary" not in str(await inner.get_items())  # stored encrypted
