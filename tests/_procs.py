@@ -13,12 +13,12 @@ import json
 import random
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tiered_session import TieredStore
 
 
-async def writer(args: argparse.Namespace) -> dict[str, Any]:
+async def writer(args: argparse.Namespace, log: TextIO | None = None) -> dict[str, Any]:
     store = TieredStore.from_url(
         args.redis_url,
         args.sql_url,
@@ -26,7 +26,7 @@ async def writer(args: argparse.Namespace) -> dict[str, Any]:
         sessions_table=args.sessions_table,
         messages_table=args.messages_table,
         outbox_shards=args.shards,
-        write_mode="behind",
+        write_mode=args.mode,
         run_flusher=False,
         hot_items=args.hot_items,
     )
@@ -49,10 +49,14 @@ async def writer(args: argparse.Namespace) -> dict[str, Any]:
                     model.clear()
                     counts["clears"] += 1
                 else:
-                    batch = [{"s": sid, "r": r, "i": i} for i in range(rng.randint(1, 3))]
+                    n = rng.randint(1, 3)
+                    batch = [{"w": args.tag, "s": sid, "r": r, "i": i, "n": n} for i in range(n)]
                     await session.add_items(batch)
                     model.extend(batch)
                     counts["items"] += len(batch)
+                    if log is not None:  # one line per batch the store said is stored
+                        log.write(json.dumps({"s": sid, "b": batch}) + "\n")
+                        log.flush()
                 if args.pause:
                     await asyncio.sleep(args.pause * rng.random() * 2)
 
@@ -74,9 +78,17 @@ def main(argv: list[str]) -> None:
     p.add_argument("--hot-items", type=int, default=20)
     p.add_argument("--pause", type=float, default=0.0, help="mean seconds between operations")
     p.add_argument("--mixed", action="store_true", help="mix pops and clears into the adds")
+    p.add_argument("--mode", choices=["behind", "through"], default="behind")
+    p.add_argument("--tag", default="", help="marks this writer's items")
+    p.add_argument("--log", default=None, help="append accepted batches here as they return")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    Path(args.out).write_text(json.dumps(asyncio.run(writer(args))))
+    if args.log:
+        with open(args.log, "a") as log:
+            result = asyncio.run(writer(args, log))
+    else:
+        result = asyncio.run(writer(args))
+    Path(args.out).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

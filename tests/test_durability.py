@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import random
 import signal
@@ -327,3 +328,75 @@ async def test_flush_once_drains_and_exits(real_backend: Backend, procs: Procs) 
     assert (await store.stats())["backlog"] == 0
     rows = await store.sql.latest("s0", None, None)
     assert [json.loads(d)["n"] for _, d in rows] == [0, 5, 10, 15, 20]
+
+
+def _batches(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split a history into its add batches (consecutive items of one writer call)."""
+    out: list[list[dict[str, Any]]] = []
+    for x in items:
+        if out and (out[-1][0]["w"], out[-1][0]["r"]) == (x["w"], x["r"]):
+            out[-1].append(x)
+        else:
+            out.append([x])
+    return out
+
+
+async def test_write_through_writers_killed_mid_call_leave_whole_batches_or_nothing(
+    real_backend: Backend, procs: Procs, tmp_path: Path
+) -> None:
+    store = real_backend.store(write_mode="through", run_flusher=False, outbox_shards=SHARDS)
+    await store.start()
+    log = tmp_path / "accepted.jsonl"
+    log.touch()
+    rng = random.Random(11)
+    kills = 0
+    for run in range(5):
+        w = procs.writer(
+            real_backend,
+            tmp_path / f"out{run}.json",
+            *("--mode", "through", "--sessions", "10", "--rounds", "100000"),
+            *("--pause", "0.002", "--hot-items", "20", "--tag", str(run), "--log", str(log)),
+        )
+        size = log.stat().st_size
+        while log.stat().st_size == size:  # wait until this writer is writing
+            assert w.poll() is None, procs.log(w)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(rng.uniform(0.1, 0.4))
+        w.send_signal(signal.SIGKILL)
+        assert await procs.wait(w) == -signal.SIGKILL
+        kills += 1
+    shards = store.keys.all_shards()
+    orphans = sum([await store.redis.hlen(sh.inflight) for sh in shards])
+    flusher = procs.flusher(real_backend, "--inflight-timeout", "1")
+    deadline = time.monotonic() + 20
+    while sum([await store.redis.hlen(sh.inflight) for sh in shards]):
+        assert time.monotonic() < deadline, "write-through operations were not recovered"
+        await asyncio.sleep(0.1)
+    await store.flush(timeout=20)  # deletes queued for rolled-back adds, if any
+    await procs.ready(flusher)
+    flusher.send_signal(signal.SIGTERM)
+    assert await procs.wait(flusher) == 0, procs.log(flusher)
+
+    lines = log.read_text().splitlines()
+    accepted: dict[str, list[list[Any]]] = collections.defaultdict(list)
+    for line in lines:
+        with contextlib.suppress(ValueError):  # the last line may be cut by the kill
+            entry = json.loads(line)
+            accepted[entry["s"]].append(entry["b"])
+    got = await _sql_history(store)
+    extra = 0
+    for sid in {*accepted, *got}:
+        batches = _batches(got.get(sid, []))
+        for b in batches:  # never a part of a batch
+            assert [x["i"] for x in b] == list(range(b[0]["n"])), (sid, b)
+        returned = [b for b in batches if b in accepted[sid]]
+        assert returned == accepted[sid], sid  # every returned batch, in order
+        extra += len(batches) - len(returned)
+        assert await store.session(sid).get_items() == got.get(sid, [])
+    items = sum(len(b) for bs in accepted.values() for b in bs)
+    print(
+        f"\nwrite-through kills: writers killed={kills}, batches returned="
+        f"{sum(map(len, accepted.values()))} ({items} items), operations in flight at a kill="
+        f"{orphans}, in-flight batches found committed={extra}"
+    )
+    assert kills == 5 and items > 500
