@@ -65,7 +65,7 @@ def require_servers() -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("backend") == "real":
+        if callspec is not None and callspec.params.get("backend_kind") == "real":
             item.add_marker(pytest.mark.servers)
 
 

@@ -123,6 +123,7 @@ class SessionOpsMixin:
         sources = [self._indexed(sh.index, chunk) for sh in s.keys.all_shards()]
         sources.append(self._unindexed(chunk))
         heap: list[tuple[_Key, int, SessionInfo]] = []
+        seen: set[str] = set()  # a flush between two pages can show a session twice
         try:
             for n, src in enumerate(sources):
                 first = await anext(src, None)
@@ -130,7 +131,9 @@ class SessionOpsMixin:
                     heapq.heappush(heap, (_Key(first), n, first))
             while heap:
                 _, n, info = heapq.heappop(heap)
-                yield info
+                if info["session_id"] not in seen:
+                    seen.add(info["session_id"])
+                    yield info
                 nxt = await anext(sources[n], None)
                 if nxt is not None:
                     heapq.heappush(heap, (_Key(nxt), n, nxt))
