@@ -61,6 +61,7 @@ __all__ = ["GROUP", "Flusher"]
 log = logging.getLogger("tiered_session.flusher")
 
 GROUP = "flushers"
+_LINGER = 0.01  # seconds to wait after a partial batch
 _MAX_BACKOFF = 2.0
 _TROUBLE_LOG_EVERY = 30.0
 
@@ -233,6 +234,11 @@ class Flusher:
                 backoff = 0.0
                 if moved == 0 and not self._block:
                     await _sleep_or(stop, self.interval, self._wake)
+                elif 0 < moved < self.batch_size:
+                    # A partial batch: let entries gather a moment, so a busy store
+                    # commits many per transaction instead of one per write (a few
+                    # ms of lag; flush() and evict() wake the flusher at once).
+                    await _sleep_or(stop, min(self.interval, _LINGER), self._wake)
             if drain_on_stop:
                 try:
                     await self.drain(timeout=self.drain_timeout)

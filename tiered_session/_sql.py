@@ -33,10 +33,12 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     event,
     exists,
     func,
+    insert,
     not_,
     select,
 )
@@ -144,6 +146,9 @@ class SqlTier:
         self.dialect = dialect
         self.metadata, self.sessions, self.messages = build_tables(sessions_table, messages_table)
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # PostgreSQL: the write-through insert, compiled once for the asyncpg driver.
+        self._add_sql = _compile_add(engine, self.sessions, self.messages)
+        self._many = _insert_many(self.sessions, self.messages) if dialect == "postgresql" else None
         # SQLite allows one writer: serialise this process's transactions on the
         # engine (shared by every store using it) instead of failing on locks.
         self._lock: asyncio.Lock | None = None
@@ -213,8 +218,17 @@ class SqlTier:
         rows = list(rows)
         if not rows:
             return
-        payload = [{"session_id": s, "seq": q, "message_data": d} for s, q, d in rows]
         sids = sorted({r[0] for r in rows})
+        if self._many is not None:
+            # PostgreSQL: two statements whatever the batch size, the rows as arrays.
+            touch, plain, idem = self._many
+            await conn.execute(touch, {"sids": sids})
+            cols = {"sid": [r[0] for r in rows], "seqs": [r[1] for r in rows]}
+            await conn.execute(
+                idem if idempotent else plain, cols | {"datas": [r[2] for r in rows]}
+            )
+            return
+        payload = [{"session_id": s, "seq": q, "message_data": d} for s, q, d in rows]
         up = self._insert(self.sessions).values([{"session_id": s} for s in sids])
         up = up.on_conflict_do_update(
             index_elements=[self.sessions.c.session_id],
@@ -227,6 +241,30 @@ class SqlTier:
                 index_elements=[self.messages.c.session_id, self.messages.c.seq]
             )
         await conn.execute(ins, payload)
+
+    async def insert_new(self, session_id: str, first: int, datas: Sequence[str]) -> None:
+        """Commit one write-through batch (seqs ``first``...) and touch its session.
+
+        On PostgreSQL this is one statement (a CTE upserts the session row, the
+        INSERT adds the rows from two arrays) run in autocommit: one round trip
+        instead of four (BEGIN, upsert, insert, COMMIT), atomic, compiled once.
+        Elsewhere it is one transaction. A duplicate ``(session_id, seq)`` raises
+        ``StorageUnavailableError`` caused by ``sqlalchemy.exc.IntegrityError``.
+        """
+        if self._add_sql is None:
+            rows = [(session_id, first + i, d) for i, d in enumerate(datas)]
+            async with self.begin() as conn:
+                await self.insert(conn, rows, idempotent=False)
+            return
+        seqs = list(range(first, first + len(datas)))
+        try:
+            async with self.engine.connect() as conn:
+                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await auto.exec_driver_sql(self._add_sql, (session_id, seqs, list(datas)))
+        except SQLAlchemyError as e:
+            raise StorageUnavailableError(f"SQL operation failed: {_describe(e)}") from e
+        except OSError as e:
+            raise StorageUnavailableError(f"SQL database unreachable: {e}") from e
 
     async def delete_seq(self, conn: AsyncConnection, session_id: str, seq: int) -> None:
         """Delete one item (a pop)."""
@@ -272,6 +310,57 @@ class SqlTier:
             else:
                 await self.clear(conn, op.session_id, op.seq, op.keep)
         await self.insert(conn, pending, idempotent=True)
+
+
+def _insert_many(sessions: Table, messages: Table) -> tuple[Any, Any, Any]:
+    """PostgreSQL statements that take whole batches as arrays (flusher path).
+
+    Returns (touch sessions ``sids``, insert rows, insert rows skipping
+    existing ``(session_id, seq)``); rows come as arrays ``sid``, ``seqs``,
+    ``datas``.
+    """
+    arr = postgresql.ARRAY
+    touch = (
+        postgresql.insert(sessions)
+        .from_select(["session_id"], select(func.unnest(bindparam("sids", type_=arr(String)))))
+        .on_conflict_do_update(
+            index_elements=[sessions.c.session_id],
+            set_={"updated_at": func.current_timestamp()},
+        )
+    )
+    rows = select(
+        func.unnest(bindparam("sid", type_=arr(String))),
+        func.unnest(bindparam("seqs", type_=arr(BigInteger))),
+        func.unnest(bindparam("datas", type_=arr(Text))),
+    )
+    plain = postgresql.insert(messages).from_select(["session_id", "seq", "message_data"], rows)
+    idem = plain.on_conflict_do_nothing(index_elements=[messages.c.session_id, messages.c.seq])
+    return touch, plain, idem
+
+
+def _compile_add(engine: AsyncEngine, sessions: Table, messages: Table) -> str | None:
+    """Return the one-statement write-through insert for asyncpg, or None elsewhere."""
+    if engine.dialect.name != "postgresql" or engine.dialect.driver != "asyncpg":
+        return None
+    sid = bindparam("sid", type_=sessions.c.session_id.type)
+    touch = (
+        postgresql.insert(sessions)
+        .values(session_id=sid)
+        .on_conflict_do_update(
+            index_elements=[sessions.c.session_id],
+            set_={"updated_at": func.current_timestamp()},
+        )
+        .cte("touch")
+    )
+    rows = select(
+        sid,
+        func.unnest(bindparam("seqs", type_=postgresql.ARRAY(BigInteger))),
+        func.unnest(bindparam("datas", type_=postgresql.ARRAY(Text))),
+    )
+    stmt = insert(messages).from_select(["session_id", "seq", "message_data"], rows)
+    compiled = stmt.add_cte(touch).compile(dialect=engine.dialect)
+    assert compiled.positiontup == ["sid", "seqs", "datas"], compiled.positiontup
+    return str(compiled)
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:

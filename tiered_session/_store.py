@@ -431,10 +431,8 @@ class TieredStore(SessionOpsMixin):
 
     async def _commit_add(self, k: SessionKeys, first: int, datas: list[bytes]) -> None:
         op_id = f"a|{first}|{len(datas)}|{k.session_id}"
-        rows = [(k.session_id, first + i, d.decode()) for i, d in enumerate(datas)]
         try:
-            async with self.sql.begin() as conn:
-                await self.sql.insert(conn, rows, idempotent=False)
+            await self.sql.insert_new(k.session_id, first, [d.decode() for d in datas])
         except BaseException as e:
             envs = [envelope(first + i, d) for i, d in enumerate(datas)]
             # Hide nothing, keep nothing: the items are removed (and, in case the
@@ -448,7 +446,7 @@ class TieredStore(SessionOpsMixin):
             if refused is not None:
                 await self._resync(k, first, refused)
             raise
-        await self._settle(k, op_id, True, [b"a", first, len(datas)])
+        await self._settle(k, op_id, True, [b"a", first, len(datas)], ordered=True)
 
     async def _resync(self, k: SessionKeys, first: int, e: StorageUnavailableError) -> None:
         """SQL already holds a seq Redis just assigned: Redis lost writes SQL has."""
@@ -465,15 +463,34 @@ class TieredStore(SessionOpsMixin):
             "was written and the session reloads from SQL: retry the call"
         ) from e
 
-    async def _settle(self, k: SessionKeys, op_id: str, ok: bool, tail: list[Any]) -> bool:
+    async def _settle(
+        self, k: SessionKeys, op_id: str, ok: bool, tail: list[Any], *, ordered: bool = False
+    ) -> bool:
         """Finish a write-through operation in Redis after its SQL transaction.
 
         Returns False when a flusher already took the operation over. When
         Redis is unreachable the settle is retried briefly, then queued and
         retried in the background (True is returned: the SQL outcome stands).
+        ``ordered`` (a committed add): wait, up to a second, until earlier adds
+        of the session are settled, so batches become visible in seq order.
         """
         keys = [k.meta, k.items, k.hidden, k.shard.inflight, k.shard.outbox]
         args = [op_id, int(ok), self._hot, *tail]
+        if ordered:
+            args[1] = 3
+            pause, deadline = 0.0005, time.monotonic() + 1.0
+            try:
+                while (res := await self._script("settle", keys, args)) == 2:
+                    if time.monotonic() > deadline:  # that writer is gone: recovery's job
+                        break
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.01)
+                else:
+                    return bool(res)
+            except StorageUnavailableError as e:
+                if not _redis_down(e):
+                    raise
+            args[1] = 1  # settle now, in the usual way
         for delay in (0.05, 0.2, 0.5, None):
             try:
                 return bool(await self._script("settle", keys, args))
