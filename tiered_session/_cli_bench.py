@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     """Add the benchmark options to a parser."""
     p.add_argument("--quick", action="store_true", help="small sizes, 3 repeats (a smoke run)")
-    p.add_argument("--repeats", type=int, default=0, help="repeats (default 5; 3 with --quick)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats, interleaved (default 3)")
     p.add_argument(
         "--backends",
         default=",".join(ALL_BACKENDS),
@@ -87,7 +87,7 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["tiered-session bench"]
     if args.quick:
         parts.append("--quick")
-    if args.repeats:
+    if args.repeats != 3:
         parts.append(f"--repeats {args.repeats}")
     if args.backends != ",".join(ALL_BACKENDS):
         parts.append(f"--backends {args.backends}")

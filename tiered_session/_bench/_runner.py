@@ -55,7 +55,7 @@ class BenchOptions:
     """What to run."""
 
     quick: bool = False
-    repeats: int = 0  # 0: 5, or 3 with quick
+    repeats: int = 3
     backends: list[str] = field(default_factory=lambda: list(ALL_BACKENDS))
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     redis_url: str = "redis://127.0.0.1:6379/12"
@@ -67,8 +67,8 @@ class BenchOptions:
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
 
     def __post_init__(self) -> None:
-        if self.repeats <= 0:
-            self.repeats = 3 if self.quick else 5
+        if self.repeats < 1:
+            self.repeats = 3
 
 
 async def run_bench(opts: BenchOptions, command: str = "") -> dict[str, Any]:
@@ -84,6 +84,7 @@ async def run_bench(opts: BenchOptions, command: str = "") -> dict[str, Any]:
         )
         backends: list[Backend] = []
         skipped: dict[str, str] = {}
+        workloads: list[Workload] = []
         try:
             for name in opts.backends + list(opts.extra_backends):
                 try:
@@ -127,6 +128,8 @@ async def run_bench(opts: BenchOptions, command: str = "") -> dict[str, Any]:
                         f"({time.perf_counter() - started:.0f}s)"
                     )
         finally:
+            for w in workloads:
+                await w.close()
             for b in backends:
                 try:
                     await b.close()

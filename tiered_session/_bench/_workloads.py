@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -146,6 +145,9 @@ class Workload:
     async def cell(self, b: Backend, rep: int, prepared: Any) -> Sample:
         """Run and check one cell."""
         raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what the workload keeps between cells (worker processes)."""
 
     async def run(self, b: Backend, rep: int) -> Sample:
         """Prepare once, run the cell, flag wrong answers and errors."""
@@ -342,49 +344,55 @@ class Processes(Workload):
     def __init__(self, sizes: Sizes, env: BenchEnv) -> None:
         super().__init__(sizes, env)
         self.title = f"{sizes.workers} processes on {sizes.workers} shared sessions"
+        self._procs: list[asyncio.subprocess.Process] = []
 
     def applies(self, b: Backend) -> bool:
         from ._backends import ALL_BACKENDS
 
         return b.shareable and b.name in ALL_BACKENDS
 
+    async def _pool(self) -> list[asyncio.subprocess.Process]:
+        if not self._procs:
+            for _ in range(self.sizes.workers):
+                self._procs.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "tiered_session._bench._worker",
+                        json.dumps(self.env.to_json()),
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                    )
+                )
+        return self._procs
+
+    async def close(self) -> None:
+        for p in self._procs:
+            assert p.stdin is not None
+            with contextlib.suppress(OSError):
+                p.stdin.write(b"quit\n")
+                await p.stdin.drain()
+            try:
+                await asyncio.wait_for(p.wait(), 30)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
+        self._procs = []
+
     async def cell(self, b: Backend, rep: int, prepared: Any) -> Sample:
         nw, nt = self.sizes.workers, self.sizes.worker_turns
         sids = [f"proc-{rep}-{i}" for i in range(nw)]
-        spec = {"backend": b.name, "env": self.env.to_json(), "sessions": sids, "turns": nt}
-        procs = []
-        for w in range(nw):
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "tiered_session._bench._worker",
-                    json.dumps({**spec, "worker": w}),
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    env={**os.environ, "PYTHONHASHSEED": "0"},
-                )
-            )
-        try:
-            for p in procs:
-                assert p.stdout is not None
-                line = await asyncio.wait_for(p.stdout.readline(), 120)
-                if line.strip() != b"ready":
-                    raise RuntimeError(f"worker did not start: {line[:200]!r}")
-            for p in procs:
-                assert p.stdin is not None
-                with contextlib.suppress(OSError):
-                    p.stdin.write(b"go\n")
-                    await p.stdin.drain()
-            outs = [json.loads(await _last_line(p)) for p in procs]
-        finally:
-            for p in procs:
-                if p.returncode is None:
-                    try:
-                        await asyncio.wait_for(p.wait(), 30)
-                    except TimeoutError:
-                        p.kill()
-                        await p.wait()
+        procs = await self._pool()
+        for w, p in enumerate(procs):
+            task = {"backend": b.name, "sessions": sids, "turns": nt, "worker": w}
+            await _send(p, json.dumps(task))
+        for p in procs:
+            line = await _line(p)
+            if line != b"ready":
+                raise RuntimeError(f"worker did not start: {line[:200]!r}")
+        for p in procs:
+            await _send(p, "go")
+        outs = [json.loads(await _line(p)) for p in procs]
         errors = [o["error"] for o in outs if o.get("error")]
         if errors:
             raise RuntimeError(f"worker failed: {errors[0]}")
@@ -406,11 +414,18 @@ class Processes(Workload):
         return Sample(lat, nw * nt, end - start)
 
 
-async def _last_line(p: asyncio.subprocess.Process) -> bytes:
+async def _send(p: asyncio.subprocess.Process, line: str) -> None:
+    assert p.stdin is not None
+    p.stdin.write(line.encode() + b"\n")
+    await p.stdin.drain()
+
+
+async def _line(p: asyncio.subprocess.Process) -> bytes:
     assert p.stdout is not None
-    out = await asyncio.wait_for(p.stdout.read(), 300)
-    lines = out.strip().splitlines()
-    return lines[-1] if lines else b'{"error": "worker printed nothing"}'
+    line = await asyncio.wait_for(p.stdout.readline(), 300)
+    if not line:
+        raise RuntimeError("worker process exited")
+    return line.strip()
 
 
 def worker_turn(worker: int, turn: int) -> list[Any]:
@@ -496,7 +511,7 @@ class FlushLag(Workload):
         assert isinstance(b, TieredBehind)
         store = b.store
         rate, secs = self.sizes.lag_rate, self.sizes.lag_seconds
-        n_sessions = 100
+        n_sessions = 50  # users; each does a turn every 50 ms at 1,000 turns/s
         sids = [f"lag-{rep}-{i}" for i in range(n_sessions)]
         sent: dict[str, list[Any]] = {sid: [] for sid in sids}
         period = n_sessions / rate  # each session is one user doing a turn every `period` s
