@@ -399,4 +399,5 @@ async def test_write_through_writers_killed_mid_call_leave_whole_batches_or_noth
         f"{sum(map(len, accepted.values()))} ({items} items), operations in flight at a kill="
         f"{orphans}, in-flight batches found committed={extra}"
     )
-    assert kills == 5 and items > 500
+    # Sanity, not speed: writers got work done, and kills did land mid-call.
+    assert kills == 5 and items > 0 and orphans > 0
