@@ -146,7 +146,13 @@ def chart(doc: dict[str, Any], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise MissingDependencyError("matplotlib", "bench") from e
-    wls = [(n, w) for n, w in doc["workloads"].items() if w["kind"] != "lag"]
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    wls = [
+        (n, w)
+        for n, w in doc["workloads"].items()
+        if any(c["x_redis"] is not None for c in w["cells"].values())
+    ]
     cols = 3
     rows = (len(wls) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.0 * rows), squeeze=False)
@@ -161,6 +167,8 @@ def chart(doc: dict[str, Any], path: Path) -> None:
         ]
         ax.barh(names, vals, color=colors)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.invert_yaxis()
         ax.set_title(f"{name}: {w['title']}", fontsize=9)
