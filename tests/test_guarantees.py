@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from tiered_session import Flusher, TieredSession, TieredStore
@@ -213,3 +214,23 @@ async def test_evict_and_flush_time_out_without_a_flusher(backend: Backend) -> N
     else:
         raise AssertionError("flush returned although nothing was flushed")
     assert await store.session("stuck").get_items() == [msg(1)]
+
+
+@pytest.mark.servers
+async def test_more_concurrent_calls_than_pooled_connections(real_backend: Backend) -> None:
+    b = real_backend
+    store = TieredStore.from_url(
+        b.redis_url,
+        b.sql_url,
+        write_mode="behind",
+        redis_kwargs={"max_connections": 8},
+        **b.options(),
+    )
+    try:
+        sessions = [store.session(f"burst{i}") for i in range(300)]
+        await asyncio.gather(*(s.add_items([msg(i)]) for i, s in enumerate(sessions)))
+        got = await asyncio.gather(*(s.get_items() for s in sessions))
+        assert got == [[msg(i)] for i in range(300)]
+        await store.flush()
+    finally:
+        await store.aclose()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import ResponseError as RedisResponseError
@@ -166,9 +166,17 @@ class TieredStore(SessionOpsMixin):
             if not redis_url.startswith(("redis://", "rediss://", "unix://")):
                 raise ConfigurationError("redis_url must start with redis://, rediss:// or unix://")
             # Fail fast when Redis is unreachable or paused, rather than hang.
-            rkw: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
+            # A blocking pool: a burst of more concurrent calls than connections waits
+            # for a free connection instead of failing with "Too many connections".
+            rkw: dict[str, Any] = {
+                "socket_timeout": 5.0,
+                "socket_connect_timeout": 2.0,
+                "max_connections": 128,
+                "timeout": 20.0,
+            }
             rkw.update(redis_kwargs or {})
-            redis = Redis.from_url(redis_url, decode_responses=False, **rkw)
+            rkw["decode_responses"] = False
+            redis = Redis.from_pool(BlockingConnectionPool.from_url(redis_url, **rkw))
         engine = None
         if sql_url is not None:
             ekw: dict[str, Any] = {}
