@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import IntegrityError
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["TieredStore"]
 
 log = logging.getLogger("tiered_session")
+_loads = orjson.loads
 T = TypeVar("T")
 
 _REFILL_RETRIES = 200
@@ -130,7 +133,7 @@ class TieredStore(SessionOpsMixin):
         self.sql = SqlTier(engine, config.sessions_table, config.messages_table)
         self.keys = KeySpace(config.key_prefix, config.outbox_shards)
         self.counters = Counters()
-        self._scripts = {name: redis.register_script(src) for name, src in SCRIPTS.items()}
+        self._shas = {name: _sha1(src) for name, src in SCRIPTS.items()}
         self._behind = config.write_mode == "behind"
         self._mode = b"b" if self._behind else b"t"
         self._hot = config.hot_items
@@ -284,8 +287,17 @@ class TieredStore(SessionOpsMixin):
 
     # ------------------------------------------------------------------ redis plumbing
     async def _script(self, name: str, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        # EVALSHA straight through execute_command: the hot path of every session call.
         try:
-            return await self._scripts[name](keys=keys, args=args)
+            try:
+                return await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                    "EVALSHA", self._shas[name], len(keys), *keys, *args
+                )
+            except NoScriptError:  # first use on this server (or after SCRIPT FLUSH)
+                await self.redis.script_load(SCRIPTS[name])
+                return await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                    "EVALSHA", self._shas[name], len(keys), *keys, *args
+                )
         except RedisResponseError as e:
             raise StorageUnavailableError(f"Redis rejected script {name!r}: {e}") from e
         except (RedisError, OSError) as e:
@@ -366,9 +378,9 @@ class TieredStore(SessionOpsMixin):
         )
 
     def _decode_envelopes(self, k: SessionKeys, envs: list[bytes]) -> list[Any]:
-        try:
-            return [decode_item(split_envelope(e)[1]) for e in envs]
-        except CorruptDataError:
+        try:  # fast path: skip "<seq>|", parse the JSON as stored
+            return [_loads(e[e.index(b"|") + 1 :]) for e in envs]
+        except ValueError:  # orjson.JSONDecodeError is a ValueError too
             pass
         pairs = []  # slow path: find and name the bad entry
         for env in envs:
@@ -406,7 +418,12 @@ class TieredStore(SessionOpsMixin):
             return
         datas = [encode_item(item) for item in items]  # validates before any write
         await self._ready()
-        await run_to_completion(self._add(k, datas))
+        if self._behind:
+            # One atomic script (after a warm-up that writes no item): a caller
+            # cancelled meanwhile leaves the whole batch or none without a shield.
+            await self._add(k, datas)
+        else:
+            await run_to_completion(self._add(k, datas))
         self.counters.items_added += len(datas)
 
     async def _add(self, k: SessionKeys, datas: list[bytes]) -> None:
@@ -721,6 +738,10 @@ def _report_flusher_exit(task: asyncio.Task[None]) -> None:
 def _redis_down(e: StorageUnavailableError) -> bool:
     """True when the error says Redis could not be reached (not that it refused)."""
     return isinstance(e.__cause__, RedisConnectionError | RedisTimeoutError | OSError)
+
+
+def _sha1(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
 def _embedded_redis() -> Redis:
