@@ -182,10 +182,10 @@ class TieredStore(SessionOpsMixin):
             redis = Redis.from_pool(BlockingConnectionPool.from_url(redis_url, **rkw))
         engine = None
         if sql_url is not None:
-            ekw: dict[str, Any] = {}
-            if sql_url.startswith("postgresql"):
-                ekw["pool_pre_ping"] = True  # drop connections a server restart killed
-            ekw.update(engine_kwargs or {})
+            # No pool_pre_ping: it costs a round trip on every checkout. After a
+            # server restart the first call on a dead connection fails, and
+            # SQLAlchemy then recycles every connection of the pool.
+            ekw: dict[str, Any] = dict(engine_kwargs or {})
             engine = _engine_from_url(sql_url, ekw)
         store = cls(redis=redis, engine=engine, **options)
         store._owns_redis = True
