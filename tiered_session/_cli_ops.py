@@ -27,7 +27,7 @@ from ._progress import Progress
 from ._schema import ddl_statements, inspect_schema, migrate
 from ._sql import SqlTier
 from ._store import TieredStore, _engine_from_url
-from ._transfer import import_sdk_sql, import_sdk_sqlite
+from ._transfer import ImportReport, import_sdk_sql, import_sdk_sqlite
 
 __all__ = ["parse_duration", "register"]
 
@@ -218,40 +218,48 @@ def _report_text(report: Any) -> str:
     return text
 
 
-async def _import(store: TieredStore, args: argparse.Namespace) -> int:
-    bar = Progress(0, "import")
-    report = await store.import_jsonl(args.path, progress=bar)
+async def _run_import(
+    args: argparse.Namespace, label: str, run: Callable[[Progress], Awaitable[ImportReport]]
+) -> int:
+    bar = Progress(0, label)
+    report = await run(bar)
     bar.close()
     _emit(args, report, _report_text(report))
     return 0 if report["sessions_conflicting"] == 0 else 1
+
+
+async def _import(store: TieredStore, args: argparse.Namespace) -> int:
+    return await _run_import(
+        args, "import", lambda bar: store.import_jsonl(args.path, progress=bar)
+    )
 
 
 async def _import_sqlite(store: TieredStore, args: argparse.Namespace) -> int:
-    bar = Progress(0, "import-sqlite")
-    report = await import_sdk_sqlite(
-        store,
-        args.path,
-        sessions_table=args.source_sessions_table,
-        messages_table=args.source_messages_table,
-        progress=bar,
+    return await _run_import(
+        args,
+        "import-sqlite",
+        lambda bar: import_sdk_sqlite(
+            store,
+            args.path,
+            sessions_table=args.source_sessions_table,
+            messages_table=args.source_messages_table,
+            progress=bar,
+        ),
     )
-    bar.close()
-    _emit(args, report, _report_text(report))
-    return 0 if report["sessions_conflicting"] == 0 else 1
 
 
 async def _import_sdk(store: TieredStore, args: argparse.Namespace) -> int:
-    bar = Progress(0, "import-sdk")
-    report = await import_sdk_sql(
-        store,
-        args.source_url,
-        sessions_table=args.source_sessions_table,
-        messages_table=args.source_messages_table,
-        progress=bar,
+    return await _run_import(
+        args,
+        "import-sdk",
+        lambda bar: import_sdk_sql(
+            store,
+            args.source_url,
+            sessions_table=args.source_sessions_table,
+            messages_table=args.source_messages_table,
+            progress=bar,
+        ),
     )
-    bar.close()
-    _emit(args, report, _report_text(report))
-    return 0 if report["sessions_conflicting"] == 0 else 1
 
 
 async def _with_sql(
