@@ -234,3 +234,32 @@ async def test_more_concurrent_calls_than_pooled_connections(real_backend: Backe
         await store.flush()
     finally:
         await store.aclose()
+
+
+async def test_reads_and_writes_race_evictions(make_store: StoreFactory) -> None:
+    store = make_store(hot_items=4)
+    s = store.session("churn")
+    expected = [msg(i) for i in range(10)]
+    await s.add_items(expected)
+    stop = asyncio.Event()
+
+    async def evictor() -> None:
+        while not stop.is_set():
+            await store.evict("churn")
+            await asyncio.sleep(0)
+
+    async def reader() -> None:
+        for _ in range(40):
+            got = await s.get_items(limit=6)
+            assert got == expected[-6:]
+
+    task = asyncio.create_task(evictor())
+    try:
+        await asyncio.gather(reader(), reader())
+        for i in range(10, 30):
+            await s.add_items([msg(i)])
+            expected.append(msg(i))
+    finally:
+        stop.set()
+        await task
+    assert await s.get_items() == expected

@@ -32,13 +32,18 @@ class ShardKeys:
 
 @dataclass(frozen=True, slots=True)
 class SessionKeys:
-    """Keys of one session: metadata hash, hot list, hidden-seq set."""
+    """Keys of one session: metadata hash, hot list, hidden-seq set, eviction generation.
+
+    ``gen`` outlives the others: evictions bump it, so a warm-up that read SQL
+    before an eviction cannot install that (by then stale) snapshot after it.
+    """
 
     session_id: str
     shard: ShardKeys
     meta: bytes
     items: bytes
     hidden: bytes
+    gen: bytes
 
 
 class KeySpace:
@@ -88,6 +93,7 @@ class KeySpace:
             meta=tag + b":m:" + sid,
             items=tag + b":l:" + sid,
             hidden=tag + b":h:" + sid,
+            gen=tag + b":g:" + sid,
         )
 
     def session_pattern(self) -> bytes:

@@ -319,7 +319,9 @@ class SessionOpsMixin:
         await s.clear_session(k)
         await s.flush()
         await s._script(
-            "drop", [k.meta, k.items, k.hidden, k.shard.index], [sid, int(time.time() * 1000)]
+            "drop",
+            [k.meta, k.items, k.hidden, k.shard.index, k.gen],
+            [sid, int(time.time() * 1000)],
         )
         return existed
 
@@ -360,7 +362,7 @@ class SessionOpsMixin:
                     await conn.execute(select(func.max(m.c.seq)).where(m.c.session_id == sid))
                 ).scalar()
             res = await s._script(
-                "drop", [k.meta, k.items, k.hidden, k.shard.index], [sid, cutoff_ms]
+                "drop", [k.meta, k.items, k.hidden, k.shard.index, k.gen], [sid, cutoff_ms]
             )
             if int(res[0]) == 1:
                 upto = int(res[1]) if int(res[1]) >= 0 else int(top or 0)

@@ -46,6 +46,22 @@ local function expire(ttl, ...)
     for _, k in ipairs({...}) do redis.call('PEXPIRE', k, ttl) end
   end
 end
+-- Put a popped item back at its place in seq order, unless it fell below the
+-- floor (then SQL, which still holds it, serves it).
+local function putback(meta, list, env)
+  local s = seqof(env)
+  if s < tonumber(redis.call('HGET', meta, 'f')) then return end
+  local len = redis.call('LLEN', list)
+  local pos = len
+  while pos > 0 and seqof(redis.call('LINDEX', list, pos - 1)) > s do pos = pos - 1 end
+  if pos == len then
+    redis.call('RPUSH', list, env)
+  elseif pos == 0 then
+    redis.call('LPUSH', list, env)
+  else
+    redis.call('LINSERT', list, 'AFTER', redis.call('LINDEX', list, pos - 1), env)
+  end
+end
 -- Drop the oldest items beyond the hot window, but only items already in SQL
 -- (seq <= w) and not hidden; move the floor up to the new head.
 local function trim(meta, list, hid, hot)
@@ -271,38 +287,25 @@ else
     if kind == 'c' then
       redis.call('HSET', meta, 'full', 0)
     else
-      -- put the popped item back at its place, unless it fell below the floor
-      -- (then SQL, which still holds it, serves it)
-      local env = ARGV[5]
-      local s = seqof(env)
-      local f = tonumber(redis.call('HGET', meta, 'f'))
-      if s >= f then
-        local len = redis.call('LLEN', list)
-        local pos = len
-        while pos > 0 and seqof(redis.call('LINDEX', list, pos - 1)) > s do pos = pos - 1 end
-        if pos == len then
-          redis.call('RPUSH', list, env)
-        elseif pos == 0 then
-          redis.call('LPUSH', list, env)
-        else
-          redis.call('LINSERT', list, 'AFTER', redis.call('LINDEX', list, pos - 1), env)
-        end
-      end
+      putback(meta, list, ARGV[5])
     end
   end
 end
 return 1
 """
 
-# Install a session read from SQL, unless another client already did.
-# KEYS: meta, list, hidden. ARGV: n, floor, full, ttl_ms, envelope1..N (ascending).
+# Install a session read from SQL, unless another client already did (0), or the
+# session was evicted since the read began (-1: the eviction generation moved,
+# the snapshot may be stale; read again).
+# KEYS: meta, list, hidden, gen. ARGV: n, floor, full, ttl_ms, gen, envelope1..N (ascending).
 _WARM = """
 local meta, list, hid = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 1 then return 0 end
+if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[5] then return -1 end
 redis.call('DEL', list, hid)
 redis.call('HSET', meta, 'n', ARGV[1], 'f', ARGV[2], 'full', ARGV[3], 'p', 0, 'h', 0,
   'io', 0, 'pb', 0, 'w', ARGV[1])
-if #ARGV > 4 then redis.call('RPUSH', list, unpack(ARGV, 5)) end
+if #ARGV > 5 then redis.call('RPUSH', list, unpack(ARGV, 6)) end
 expire(tonumber(ARGV[4]), meta, list)
 return 1
 """
@@ -424,7 +427,7 @@ return {1, id}
 """
 
 # Drop a session's hot copy and index entry (delete, cleanup), unless it was
-# written after ARGV[2] or has writes in flight. KEYS: meta, list, hidden, index.
+# written after ARGV[2] or has writes in flight. KEYS: meta, list, hidden, index, gen.
 # ARGV: session_id, not_after_ms. Returns {0} kept | {1, last_seq or -1 when not hot}.
 _DROP = """
 local m = redis.call('HMGET', KEYS[1], 'p', 'h', 'io', 'n')
@@ -435,15 +438,20 @@ local score = redis.call('ZSCORE', KEYS[4], ARGV[1])
 if score and tonumber(score) > tonumber(ARGV[2]) then return {0} end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('INCR', KEYS[5])
+redis.call('PEXPIRE', KEYS[5], 86400000)
 return {1, tonumber(m[4] or '-1')}
 """
 
-# Drop a session's hot copy if nothing in it is pending. KEYS: meta, list, hidden.
+# Drop a session's hot copy if nothing in it is pending, and bump its eviction
+# generation. KEYS: meta, list, hidden, gen.
 _EVICT = """
 local m = redis.call('HMGET', KEYS[1], 'p', 'h', 'io')
 if not m[1] then return 1 end
 if tonumber(m[1]) > 0 or tonumber(m[2]) > 0 or tonumber(m[3] or '0') > 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('INCR', KEYS[4])
+redis.call('PEXPIRE', KEYS[4], 86400000)
 return 1
 """
 
@@ -492,21 +500,7 @@ elseif live then
   if not landed and kind == 'c' then
     redis.call('HSET', meta, 'full', 0)
   elseif not landed and ARGV[5] and ARGV[5] ~= '' then
-    -- put the item back at its place unless it fell below the floor
-    local env = ARGV[5]
-    local s = seqof(env)
-    if s >= tonumber(redis.call('HGET', meta, 'f')) then
-      local len = redis.call('LLEN', list)
-      local pos = len
-      while pos > 0 and seqof(redis.call('LINDEX', list, pos - 1)) > s do pos = pos - 1 end
-      if pos == len then
-        redis.call('RPUSH', list, env)
-      elseif pos == 0 then
-        redis.call('LPUSH', list, env)
-      else
-        redis.call('LINSERT', list, 'AFTER', redis.call('LINDEX', list, pos - 1), env)
-      end
-    end
+    putback(meta, list, ARGV[5])
   end
 end
 return 1
