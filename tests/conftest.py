@@ -115,6 +115,15 @@ class Backend:
         opts.update(options)
         return opts
 
+    def cli_args(self) -> list[str]:
+        """The CLI options that point a ``tiered-session`` command at this backend."""
+        assert self.redis_url and self.sql_url, "CLI tests run on the real servers"
+        return [
+            *("--redis-url", self.redis_url, "--sql-url", self.sql_url),
+            *("--key-prefix", self.prefix),
+            *("--sessions-table", self.sessions_table, "--messages-table", self.messages_table),
+        ]
+
     def store(self, **options: Any) -> TieredStore:
         """A store on this test's shared clients (the fixture closes them)."""
         store = TieredStore(redis=self.redis, engine=self.engine, **self.options(**options))

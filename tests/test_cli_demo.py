@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .conftest import PG_URL, REDIS_URL, Backend
+from .conftest import Backend
 
 
 def _demo(*args: str) -> dict[str, object]:
@@ -56,16 +56,7 @@ def test_demo_on_real_servers(real_backend: Backend) -> None:
         "10",
         "--turns",
         "5",
-        "--redis-url",
-        REDIS_URL,
-        "--sql-url",
-        PG_URL,
-        "--key-prefix",
-        b.prefix,
-        "--sessions-table",
-        b.sessions_table,
-        "--messages-table",
-        b.messages_table,
+        *b.cli_args(),
     )
     assert r["sessions_mismatched"] == 0
     assert r["sessions_verified"] == 10

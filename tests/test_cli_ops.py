@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import PG_URL, REDIS_URL, Backend
+from .conftest import PG_URL, Backend
 
 pytestmark = pytest.mark.servers
 
@@ -50,18 +50,7 @@ async def cli(*args: str, tty_stderr: bool = False) -> tuple[int, str, str]:
 
 
 def server_args(b: Backend) -> list[str]:
-    return [
-        "--redis-url",
-        REDIS_URL,
-        "--sql-url",
-        PG_URL,
-        "--key-prefix",
-        b.prefix,
-        "--sessions-table",
-        b.sessions_table,
-        "--messages-table",
-        b.messages_table,
-    ]
+    return b.cli_args()
 
 
 def msg(sid: str, i: int) -> dict[str, Any]:

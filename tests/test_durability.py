@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from tiered_session import TieredStore
 
-from .conftest import PG_URL, REDIS_URL, Backend
+from .conftest import Backend
 
 pytestmark = [pytest.mark.processes, pytest.mark.faults, pytest.mark.servers]
 
@@ -34,20 +34,7 @@ SHARDS = 8
 
 
 def _server_args(b: Backend) -> list[str]:
-    return [
-        "--redis-url",
-        REDIS_URL,
-        "--sql-url",
-        PG_URL,
-        "--key-prefix",
-        b.prefix,
-        "--sessions-table",
-        b.sessions_table,
-        "--messages-table",
-        b.messages_table,
-        "--shards",
-        str(SHARDS),
-    ]
+    return [*b.cli_args(), "--shards", str(SHARDS)]
 
 
 class Procs:
