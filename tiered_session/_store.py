@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import ResponseError as RedisResponseError
@@ -47,6 +47,7 @@ from ._errors import (
 )
 from ._keys import KeySpace, SessionKeys
 from ._ops import SessionOpsMixin
+from ._redis_io import LeanConnectionPool, command_sender
 from ._scripts import COLD, SCRIPTS
 from ._sql import SqlTier
 from ._stats import Counters, StoreStats
@@ -130,6 +131,7 @@ class TieredStore(SessionOpsMixin):
             config_tables = config.create_tables
         self._create_tables = config_tables
         self.redis: Redis = redis
+        self._send = command_sender(redis)
         self.engine: AsyncEngine = engine
         self.sql = SqlTier(engine, config.sessions_table, config.messages_table)
         self.keys = KeySpace(config.key_prefix, config.outbox_shards)
@@ -171,7 +173,8 @@ class TieredStore(SessionOpsMixin):
                 raise ConfigurationError("redis_url must start with redis://, rediss:// or unix://")
             # Fail fast when Redis is unreachable or paused, rather than hang.
             # A blocking pool: a burst of more concurrent calls than connections waits
-            # for a free connection instead of failing with "Too many connections".
+            # for a free connection instead of failing with "Too many connections";
+            # a lean one: no lock or probe per checkout (see _redis_io).
             rkw: dict[str, Any] = {
                 "socket_timeout": 5.0,
                 "socket_connect_timeout": 2.0,
@@ -180,7 +183,7 @@ class TieredStore(SessionOpsMixin):
             }
             rkw.update(redis_kwargs or {})
             rkw["decode_responses"] = False
-            redis = Redis.from_pool(BlockingConnectionPool.from_url(redis_url, **rkw))
+            redis = Redis.from_pool(LeanConnectionPool.from_url(redis_url, **rkw))
         engine = None
         if sql_url is not None:
             # No pool_pre_ping: it costs a round trip on every checkout. After a
@@ -288,17 +291,13 @@ class TieredStore(SessionOpsMixin):
 
     # ------------------------------------------------------------------ redis plumbing
     async def _script(self, name: str, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
-        # EVALSHA straight through execute_command: the hot path of every session call.
+        # One EVALSHA on one pooled connection: the hot path of every session call.
         try:
             try:
-                return await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                    "EVALSHA", self._shas[name], len(keys), *keys, *args
-                )
+                return await self._send("EVALSHA", self._shas[name], len(keys), *keys, *args)
             except NoScriptError:  # first use on this server (or after SCRIPT FLUSH)
                 await self.redis.script_load(SCRIPTS[name])
-                return await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                    "EVALSHA", self._shas[name], len(keys), *keys, *args
-                )
+                return await self._send("EVALSHA", self._shas[name], len(keys), *keys, *args)
         except RedisResponseError as e:
             raise StorageUnavailableError(f"Redis rejected script {name!r}: {e}") from e
         except (RedisError, OSError) as e:

@@ -1,0 +1,149 @@
+"""Redis client plumbing: a lean blocking connection pool and the one-command hot path.
+
+Every session call is one command (an EVALSHA, or an LRANGE) on one pooled
+connection. redis-py's generic path around a command (retry wrapper,
+observability hooks, a pool lock and a readiness probe on every checkout) costs
+more client time than the command itself, so the store sends its own commands
+straight over a pooled connection:
+
+- :class:`LeanConnectionPool` hands out an idle connection without a lock or a
+  probe, and when all ``max_connections`` are busy makes callers wait (up to
+  ``timeout`` seconds) instead of failing with "Too many connections".
+- :func:`command_sender` returns ``send(*args)``: check out, send, read the
+  reply, give the connection back. A connection that fails mid-command is
+  disconnected by redis-py and reconnects on its next use. Nothing is retried:
+  the store's writes are scripts that must run at most once.
+
+Clients the direct path cannot serve (fakeredis, Redis Cluster, a
+single-connection client) go through ``execute_command`` unchanged.
+
+Example:
+    >>> pool = LeanConnectionPool.from_url("redis://127.0.0.1:6379/0", max_connections=8)
+    >>> pool.max_connections
+    8
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+__all__ = ["LeanConnectionPool", "Sender", "command_sender"]
+
+Sender = Callable[..., Awaitable[Any]]
+
+
+class LeanConnectionPool(ConnectionPool):
+    """A connection pool that blocks when exhausted and adds nothing per checkout.
+
+    Args:
+        timeout: seconds a caller waits for a free connection when all
+            ``max_connections`` are in use; then ``ConnectionError``.
+        **kwargs: as for ``redis.asyncio.ConnectionPool``.
+    """
+
+    def __init__(self, *args: Any, timeout: float = 20.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout = timeout
+        self._waiters: collections.deque[asyncio.Future[AbstractConnection]] = collections.deque()
+
+    async def get_connection(
+        self, command_name: Any = None, *keys: Any, **options: Any
+    ) -> AbstractConnection:
+        """Return a connected connection, waiting for one when all are busy."""
+        try:
+            conn = self._available_connections.pop()
+        except IndexError:
+            if len(self._in_use_connections) >= self.max_connections:
+                conn = await self._wait()
+            else:
+                conn = self.make_connection()  # type: ignore[no-untyped-call]
+        self._in_use_connections.add(conn)
+        if _closed_by_peer(conn):
+            # The server closed it while idle (a restart): reconnect now rather than
+            # fail the command, which could not tell whether a write was applied.
+            await conn.disconnect()
+        if not conn.is_connected:
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+            except BaseException:
+                await self.release(conn)
+                raise
+        return conn
+
+    async def _wait(self) -> AbstractConnection:
+        fut: asyncio.Future[AbstractConnection] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await fut
+        except BaseException as e:
+            if fut.done() and not fut.cancelled():
+                # A connection was handed over just as the wait ended.
+                if isinstance(e, TimeoutError):
+                    return fut.result()
+                await self.release(fut.result())  # cancelled: pass it to the next caller
+                raise
+            fut.cancel()
+            if isinstance(e, TimeoutError):
+                raise RedisConnectionError(
+                    f"no Redis connection became free within {self.timeout}s "
+                    f"(max_connections={self.max_connections})"
+                ) from None
+            raise
+
+    async def release(self, connection: AbstractConnection) -> None:
+        """Give a connection back: to the longest waiter, else to the idle list."""
+        self._in_use_connections.discard(connection)
+        if connection.should_reconnect():  # type: ignore[no-untyped-call]
+            await connection.disconnect()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._in_use_connections.add(connection)
+                waiter.set_result(connection)
+                return
+        self._available_connections.append(connection)
+
+
+def _closed_by_peer(conn: AbstractConnection) -> bool:
+    """True when the event loop has already seen the server close this idle connection."""
+    reader = getattr(conn, "_reader", None)
+    return reader is not None and (reader.at_eof() or reader.exception() is not None)
+
+
+def command_sender(redis: Any) -> Sender:
+    """Return ``send(*args)`` that runs one command on ``redis`` and returns the raw reply."""
+    pool = getattr(redis, "connection_pool", None)
+    direct = (
+        isinstance(redis, Redis)
+        and isinstance(pool, ConnectionPool)
+        and getattr(redis, "connection", None) is None
+        and not getattr(redis, "single_connection_client", False)
+        and not type(redis).__module__.startswith("fakeredis")
+        and not type(pool).__module__.startswith("fakeredis")
+    )
+    if not direct:
+
+        async def send_generic(*args: Any) -> Any:
+            return await redis.execute_command(*args)
+
+        return send_generic
+    assert isinstance(pool, ConnectionPool)
+    get, release = pool.get_connection, pool.release
+
+    async def send(*args: Any) -> Any:
+        conn = await get()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(conn.pack_command(*args), False)
+            return await conn.read_response()
+        finally:
+            await release(conn)
+
+    return send
