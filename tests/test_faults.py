@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from tiered_session import BackpressureError, StorageUnavailableError, TieredStore
 
@@ -486,18 +485,20 @@ async def test_write_through_commit_lands_but_redis_pauses_before_settle(
     t = through.session("t")
     await t.add_items([msg(0)])
     armed = [True]
+    insert_new = through.sql.insert_new
 
-    def pause_after_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if armed[0] and "INSERT INTO" in statement and "message_data" in statement:
+    async def pause_after_insert(*args: Any) -> None:
+        await insert_new(*args)
+        if armed[0]:
             armed[0] = False
-            private_redis.pause()  # the SQL commit still happens; the settle cannot
+            private_redis.pause()  # the SQL commit happened; the settle cannot
 
-    event.listen(through.engine.sync_engine, "after_cursor_execute", pause_after_insert)
+    through.sql.insert_new = pause_after_insert  # type: ignore[method-assign]
     try:
         await t.add_items([msg(1), msg(2)])  # returns: the items are committed in SQL
     finally:
         private_redis.resume()
-        event.remove(through.engine.sync_engine, "after_cursor_execute", pause_after_insert)
+        del through.sql.insert_new
     assert not armed[0]
     rows = [json.loads(d) for _, d in await through.sql.latest("t", None, None)]
     assert rows == [msg(0), msg(1), msg(2)]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,32 +22,57 @@ def msg(i: int) -> dict[str, Any]:
 
 
 class SqlSpy:
-    """Records every SQL statement an engine runs."""
+    """Records every SQL statement a store runs (through SQLAlchemy or asyncpg directly)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, store: TieredStore) -> None:
         self.statements: list[str] = []
         self._engine = backend.engine.sync_engine
         event.listen(self._engine, "before_cursor_execute", self._record)
+        self._sql = store.sql
+        driver = store.sql.driver
+        spy = self
+
+        class Recording:
+            def __init__(self, conn: Any) -> None:
+                self._conn = conn
+
+            def __getattr__(self, name: str) -> Any:
+                method = getattr(self._conn, name)
+
+                async def call(statement: str, *args: Any) -> Any:
+                    spy.statements.append(" ".join(statement.split()))
+                    return await method(statement, *args)
+
+                return call
+
+        @contextlib.asynccontextmanager
+        async def recording_driver() -> AsyncIterator[Any]:
+            async with driver() as conn:
+                yield Recording(conn)
+
+        store.sql.driver = recording_driver  # type: ignore[method-assign]
 
     def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.statements.append(" ".join(statement.split()))
 
     def close(self) -> None:
         event.remove(self._engine, "before_cursor_execute", self._record)
+        del self._sql.driver  # back to the class's method
 
 
-class ScriptSpy:
-    """Counts Redis script calls made by a store."""
+class CommandSpy:
+    """Records the Redis commands a store sends on its hot path (scripts by name)."""
 
     def __init__(self, store: TieredStore) -> None:
         self.calls: list[str] = []
-        original = store._script
+        names = {sha: name for name, sha in store._shas.items()}
+        send = store._send
 
-        async def spy(name: str, keys: Any, args: Any) -> Any:
-            self.calls.append(name)
-            return await original(name, keys, args)
+        async def spy(*args: Any) -> Any:
+            self.calls.append(names[args[1]] if args[0] == "EVALSHA" else str(args[0]))
+            return await send(*args)
 
-        store._script = spy  # type: ignore[method-assign]
+        store._send = spy
 
 
 async def test_hot_reads_are_one_script_call_and_no_sql(
@@ -56,13 +83,13 @@ async def test_hot_reads_are_one_script_call_and_no_sql(
     await s.add_items([msg(i) for i in range(1000)])
     await Flusher(store).drain()
     await s.get_items(limit=1)  # warm
-    spy, scripts = SqlSpy(backend), ScriptSpy(store)
+    spy, commands = SqlSpy(backend, store), CommandSpy(store)
     try:
         assert await s.get_items(limit=20) == [msg(i) for i in range(980, 1000)]
         assert await s.get_items(limit=50) == [msg(i) for i in range(950, 1000)]
     finally:
         spy.close()
-    assert scripts.calls == ["read", "read"]
+    assert commands.calls == ["LRANGE", "LRANGE"]  # one plain command each, no script
     assert spy.statements == []
 
 
@@ -74,12 +101,12 @@ async def test_cold_reads_push_the_limit_into_sql(
     await s.add_items([msg(i) for i in range(300)])
     await Flusher(store).drain()
     await s.get_items(limit=1)
-    spy, scripts = SqlSpy(backend), ScriptSpy(store)
+    spy, commands = SqlSpy(backend, store), CommandSpy(store)
     try:
         assert await s.get_items(limit=25) == [msg(i) for i in range(275, 300)]
     finally:
         spy.close()
-    assert scripts.calls == ["read"]
+    assert commands.calls == ["LRANGE"]
     selects = [st for st in spy.statements if st.upper().startswith("SELECT")]
     assert len(selects) == 1
     sql = selects[0].upper()
@@ -94,11 +121,11 @@ async def test_unflushed_items_stay_in_redis_then_trim(backend: Backend) -> None
     # Read-your-writes with nothing in SQL yet, and no trimming of unflushed items.
     assert await s.get_items() == [msg(i) for i in range(10)]
     assert await s.get_items(limit=7) == [msg(i) for i in range(3, 10)]
-    assert await backend.redis.llen(k.items) == 10
+    assert await backend.redis.llen(k.items) == 1 + 10  # the header, then the items
     assert await backend.redis.pttl(k.items) == -1  # never expires while unflushed
     assert await backend.redis.pttl(k.meta) == -1
     assert await Flusher(store).drain() == 1
-    assert await backend.redis.llen(k.items) == 3  # the hot window, the rest is in SQL
+    assert await backend.redis.llen(k.items) == 1 + 3  # the hot window, the rest is in SQL
     assert 0 < await backend.redis.pttl(k.meta) <= 30_000
     assert await s.get_items() == [msg(i) for i in range(10)]
 

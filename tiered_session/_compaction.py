@@ -59,7 +59,7 @@ async def compaction_snapshot(
         return None
     await store._ready()
     for _ in range(3):
-        res = await store._script("read", [k.meta, k.items, k.hidden], [limit + 1, store._ttl_ms])
+        res = await store._script("read", [k.meta, k.items], [limit + 1])
         if res[0] != COLD:
             break
         await store._warm(k)

@@ -201,15 +201,15 @@ class SessionOpsMixin:
         pipe = s.redis.pipeline(transaction=False)
         for sid in ids:
             k = s.keys.session(sid)
-            pipe.hmget(k.meta, ["full", "h"])
+            pipe.hmget(k.meta, ["full"])
             pipe.llen(k.items)
         res = await s._redis_call(pipe.execute())
         out: list[bool | None] = []
-        for (full, hidden), length in zip(res[0::2], res[1::2], strict=True):
-            if full is None:
+        for (full,), length in zip(res[0::2], res[1::2], strict=True):
+            if full is None or not length:
                 out.append(None)
             else:
-                out.append(full == b"0" or int(length) - int(hidden or 0) > 0)
+                out.append(full == b"0" or int(length) > 1)  # beyond the list's header
         return out
 
     async def list_sessions(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
@@ -259,18 +259,14 @@ class SessionOpsMixin:
         k = s.keys.session(sid)
         pipe = s.redis.pipeline(transaction=False)
         pipe.hmget(k.meta, ["full", "f", "w", "p", "h", "io"])
-        pipe.lrange(k.items, 0, -1)
-        pipe.smembers(k.hidden)
+        pipe.lrange(k.items, 1, -1)  # after the header
         pipe.zscore(k.shard.index, sid)
-        meta, envs, hidden, score = await s._redis_call(pipe.execute())
+        meta, envs, score = await s._redis_call(pipe.execute())
         full, floor, watermark, pending, n_hidden, io = meta
         hot = unflushed = hot_bytes = 0
-        hidden_seqs = {int(x) for x in hidden}
         if full is not None:
             for env in envs:
                 seq_text, _, data = env.partition(b"|")
-                if int(seq_text) in hidden_seqs:
-                    continue
                 hot += 1
                 hot_bytes += len(data)
                 if int(pending or 0) > 0 and int(seq_text) > int(watermark or 0):

@@ -43,23 +43,27 @@ async def recover_operation(store: TieredStore, op_id: bytes) -> bool:
     seq = int(parts[1])
     k = store.keys.session(sid)
     m = store.sql.messages
-    env = b""
+    envs: list[bytes] = []  # an add that landed: its items; a pop that did not: the item
     async with store.sql.begin() as conn:
         if kind == b"a":
             count = int(parts[2])
-            found = await conn.scalar(
-                select(func.count()).where(
-                    m.c.session_id == sid, m.c.seq >= seq, m.c.seq < seq + count
+            rows = (
+                await conn.execute(
+                    select(m.c.seq, m.c.message_data)
+                    .where(m.c.session_id == sid, m.c.seq >= seq, m.c.seq < seq + count)
+                    .order_by(m.c.seq)
                 )
-            )
-            landed = found == count
+            ).all()
+            landed = len(rows) == count
+            if landed:
+                envs = [envelope(int(q), d.encode()) for q, d in rows]
         elif kind == b"p":
             data = await conn.scalar(
                 select(m.c.message_data).where(m.c.session_id == sid, m.c.seq == seq)
             )
             landed = data is None
             if data is not None:
-                env = envelope(seq, data.encode())
+                envs = [envelope(seq, data.encode())]
         else:
             hidden = [int(x) for x in await store.redis.smembers(k.hidden)]
             cond = [m.c.session_id == sid, m.c.seq <= seq]
@@ -69,7 +73,7 @@ async def recover_operation(store: TieredStore, op_id: bytes) -> bool:
     done = await store._script(
         "recover",
         [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight],
-        [op_id, sid, int(landed), store.config.hot_items, env],
+        [op_id, sid, int(landed), store.config.hot_items, *envs],
     )
     if not done:
         return False

@@ -11,15 +11,22 @@ Per-session metadata hash (``…:m:<id>``):
 ``full``  1 when the hot list holds the whole history (reads never go to SQL)
 ``p``     write-behind operations accepted but not yet committed to SQL
 ``w``     highest seq known to be in SQL (items above it are never trimmed)
-``h``     write-through items written to the list but hidden until committed
+``h``     write-through seqs reserved but not yet committed (not in the list)
 ``io``    write-through pops/clears in flight
 ``pb``    barriers: write-behind pops/clears/undo-deletes not yet in SQL;
           while any is pending the list is not trimmed, so the floor never
           rises above a seq whose SQL row is about to change
 ========  ===============================================================
 
-The hot list (``…:l:<id>``) holds envelopes ``"<seq>|<json>"`` in seq order;
-``…:h:<id>`` is the set of hidden seqs. The shard's session index
+The hot list (``…:l:<id>``) starts with a header ``"#<full>|<floor>"`` (a copy
+of ``full`` and ``f``), followed by envelopes ``"<seq>|<json>"`` in seq order.
+The header lets a reader answer from one plain ``LRANGE``: either the reply
+holds the header (it is the whole list, and the header says whether older
+items live in SQL), or it holds as many items as were asked for. The list
+only ever holds committed-or-accepted items: a write-through batch reserves
+its seqs (``…:h:<id>``, the set of reserved seqs) and enters the list once its
+SQL commit is done. A session's metadata hash and list exist together; a
+script that finds either missing treats the session as not in Redis. The shard's session index
 (``…:idx``, a sorted set) maps every session id to the time of its last write
 (milliseconds), so sessions can be listed before their items reach SQL.
 
@@ -46,143 +53,175 @@ local function expire(ttl, ...)
     for _, k in ipairs({...}) do redis.call('PEXPIRE', k, ttl) end
   end
 end
--- Put a popped item back at its place in seq order, unless it fell below the
--- floor (then SQL, which still holds it, serves it).
-local function putback(meta, list, env)
+-- The list's header (index 0) mirrors meta's 'full' and 'f'.
+local function header(full, f) return '#' .. full .. '|' .. f end
+local function setfloor(meta, list, full, f)
+  redis.call('HSET', meta, 'full', full, 'f', f)
+  redis.call('LSET', list, 0, header(full, f))
+end
+-- The metadata of a session in Redis, or nil when it is not (both keys must exist).
+local function hot(meta, list, ...)
+  local m = redis.call('HMGET', meta, ...)
+  if not m[1] or redis.call('EXISTS', list) == 0 then return nil end
+  return m
+end
+-- Empty the list (header only), keeping the metadata hash's expiry, if any.
+local function recreate(meta, list, full, f)
+  redis.call('DEL', list)
+  redis.call('RPUSH', list, header(full, f))
+  redis.call('HSET', meta, 'full', full, 'f', f)
+  local pt = redis.call('PTTL', meta)
+  if pt > 0 then redis.call('PEXPIRE', list, pt) end
+end
+-- Insert an item at its place in seq order. Unless `whole`, an item below the
+-- floor is left to SQL (which holds it) instead.
+local function insert(meta, list, env, whole)
   local s = seqof(env)
-  if s < tonumber(redis.call('HGET', meta, 'f')) then return end
+  if not whole and s < tonumber(redis.call('HGET', meta, 'f')) then return end
   local len = redis.call('LLEN', list)
   local pos = len
-  while pos > 0 and seqof(redis.call('LINDEX', list, pos - 1)) > s do pos = pos - 1 end
+  while pos > 1 and seqof(redis.call('LINDEX', list, pos - 1)) > s do pos = pos - 1 end
   if pos == len then
     redis.call('RPUSH', list, env)
-  elseif pos == 0 then
-    redis.call('LPUSH', list, env)
   else
     redis.call('LINSERT', list, 'AFTER', redis.call('LINDEX', list, pos - 1), env)
   end
 end
+-- Put a popped item back (a pop that did not reach SQL).
+local function putback(meta, list, env) insert(meta, list, env, false) end
+-- Add a committed write-through batch (envelopes in seq order from ARGV[from]).
+-- Nearly always it goes after the tail in one RPUSH; when a later batch is
+-- already in (its writer stopped waiting), each item goes to its place. When
+-- the list holds the whole history it takes even items below the floor (a
+-- clear accepted while the batch was in flight keeps them).
+local function publish(meta, list, from, first)
+  if from > #ARGV then return end
+  local m = redis.call('HMGET', meta, 'f', 'full')
+  local whole = m[2] == '1'
+  if not whole and first < tonumber(m[1]) then return end  -- below the floor: SQL has it
+  local tail = redis.call('LINDEX', list, -1)
+  if string.sub(tail, 1, 1) == '#' or seqof(tail) < first then
+    redis.call('RPUSH', list, unpack(ARGV, from))
+    return
+  end
+  for i = from, #ARGV do insert(meta, list, ARGV[i], whole) end
+end
 -- Drop the oldest items beyond the hot window, but only items already in SQL
--- (seq <= w) and not hidden; move the floor up to the new head.
-local function trim(meta, list, hid, hot)
-  local len = redis.call('LLEN', list)
-  if len <= hot then return end
-  local m = redis.call('HMGET', meta, 'w', 'h', 'pb')
-  if tonumber(m[3] or '0') > 0 then return end
-  local w, h = tonumber(m[1] or '0'), tonumber(m[2] or '0')
+-- (seq <= w); move the floor up to the new oldest item. `len`: LLEN if known.
+local function trim(meta, list, window, len)
+  len = len or redis.call('LLEN', list)
+  if len - 1 <= window then return end
+  local m = redis.call('HMGET', meta, 'w', 'pb')
+  if tonumber(m[2] or '0') > 0 then return end
+  local w = tonumber(m[1] or '0')
   -- The oldest item not in SQL yet (a write-behind backlog): nothing to trim.
   -- Checking it first keeps every append O(1) instead of O(backlog).
-  if seqof(redis.call('LINDEX', list, 0)) > w then return end
-  local heads = redis.call('LRANGE', list, 0, len - hot - 1)
+  if seqof(redis.call('LINDEX', list, 1)) > w then return end
+  local heads = redis.call('LRANGE', list, 1, len - 1 - window)
   local k = 0
   for i = 1, #heads do
-    local s = seqof(heads[i])
-    if s > w or (h > 0 and redis.call('SISMEMBER', hid, s) == 1) then break end
+    if seqof(heads[i]) > w then break end
     k = i
   end
   if k > 0 then
-    redis.call('LTRIM', list, k, -1)
-    redis.call('HSET', meta, 'f', seqof(redis.call('LINDEX', list, 0)), 'full', 0)
+    redis.call('LTRIM', list, k, -1)  -- the header and k - 1 items; index 0 becomes the header
+    setfloor(meta, list, 0, seqof(redis.call('LINDEX', list, 1)))
   end
 end
 """
 
-# Append items. KEYS: meta, list, hidden, outbox, inflight, index.
+# Append items (write-behind), or reserve seqs for them (write-through: the items
+# enter the list when their SQL commit is done, see settle).
+# KEYS: meta, list, hidden, outbox, inflight, index.
 # ARGV: mode ('b' behind | 't' through), hot, ttl_ms, max_backlog, session_id,
 #       now_ms, json1..jsonN.
 # Returns {first_seq} | {-1} cold | {-2} backlog full.
 _ADD = """
 local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local m = redis.call('HMGET', meta, 'n', 'p')
-if not m[1] then return {-1} end
-local mode, hot, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local m = hot(meta, list, 'n', 'p')
+if not m then return {-1} end
+local mode, hotn, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local count = #ARGV - 6
+local p = tonumber(m[2])
 if mode == 'b' then
   local maxb = tonumber(ARGV[4])
   if maxb > 0 and redis.call('XLEN', outbox) >= maxb then return {-2} end
 end
 local first = tonumber(m[1]) + 1
 local last = first + count - 1
-local env = {}
-for i = 1, count do env[i] = (first + i - 1) .. '|' .. ARGV[6 + i] end
-redis.call('RPUSH', list, unpack(env))
 if mode == 'b' then
-  local lens = {}
-  for i = 1, count do lens[i] = string.len(ARGV[6 + i]) end
+  local env, lens = {}, {}
+  for i = 1, count do
+    env[i] = (first + i - 1) .. '|' .. ARGV[6 + i]
+    lens[i] = string.len(ARGV[6 + i])
+  end
+  local len = redis.call('RPUSH', list, unpack(env))
   redis.call('XADD', outbox, '*', 'o', 'a', 's', ARGV[5], 'q', first, 't', ARGV[6],
     'l', table.concat(lens, ','), 'd', table.concat(ARGV, '', 7))
-  redis.call('HSET', meta, 'n', last, 'p', tonumber(m[2]) + 1)
-  redis.call('PERSIST', meta)
-  redis.call('PERSIST', list)
+  redis.call('HSET', meta, 'n', last, 'p', p + 1)
+  -- The keys carry an expiry only while nothing is pending.
+  if p == 0 then
+    redis.call('PERSIST', meta)
+    redis.call('PERSIST', list)
+  end
+  trim(meta, list, hotn, len)
 else
   local seqs = {}
   for i = 1, count do seqs[i] = first + i - 1 end
   redis.call('SADD', hid, unpack(seqs))
   redis.call('HINCRBY', meta, 'h', count)
   redis.call('HSET', meta, 'n', last)
-  if tonumber(m[2]) == 0 then redis.call('HSET', meta, 'w', last) end
   redis.call('HSET', inflight, 'a|' .. first .. '|' .. count .. '|' .. ARGV[5], ARGV[6])
-  expire(ttl, meta, list, hid)
+  if p == 0 then
+    redis.call('HSET', meta, 'w', last)
+    expire(ttl, meta, list, hid)
+  end
 end
-trim(meta, list, hid, hot)
 redis.call('ZADD', KEYS[6], ARGV[6], ARGV[5])
 return {first}
 """
 
-# Read the newest `limit` visible items (limit < 0: all). KEYS: meta, list, hidden.
-# ARGV: limit, ttl_ms. Returns {-1} cold | {full, floor, {envelopes...}}.
+# Read the newest `limit` items (limit < 0: all). The store reads with a plain
+# LRANGE and uses this script only when that finds no list (and for snapshots).
+# KEYS: meta, list. ARGV: limit. Returns {-1} cold | {full, floor, {envelopes...}}.
 _READ = """
-local meta, list, hid = KEYS[1], KEYS[2], KEYS[3]
-local m = redis.call('HMGET', meta, 'full', 'f', 'h', 'p')
-if not m[1] then return {-1} end
-local lim, h = tonumber(ARGV[1]), tonumber(m[3])
+local meta, list = KEYS[1], KEYS[2]
+local m = hot(meta, list, 'full', 'f')
+if not m then return {-1} end
+local lim = tonumber(ARGV[1])
 local items
 if lim < 0 then
-  items = redis.call('LRANGE', list, 0, -1)
+  items = redis.call('LRANGE', list, 1, -1)
 else
-  items = redis.call('LRANGE', list, -(lim + h), -1)
+  items = redis.call('LRANGE', list, -lim, -1)
+  if #items > 0 and string.sub(items[1], 1, 1) == '#' then table.remove(items, 1) end
 end
-if h > 0 then
-  local out = {}
-  for i = 1, #items do
-    if redis.call('SISMEMBER', hid, seqof(items[i])) == 0 then out[#out + 1] = items[i] end
-  end
-  if lim >= 0 and #out > lim then
-    local cut = {}
-    for i = #out - lim + 1, #out do cut[#cut + 1] = out[i] end
-    out = cut
-  end
-  items = out
-end
-if tonumber(m[4]) == 0 and h == 0 then expire(tonumber(ARGV[2]), meta, list) end
 return {tonumber(m[1]), tonumber(m[2]), items}
 """
 
-# Remove and return the newest visible item. KEYS: meta, list, hidden, outbox, inflight,
+# Refresh the expiry of a session read often but written rarely, when nothing
+# in it is pending. KEYS: meta, list. ARGV: ttl_ms.
+_TOUCH = """
+local m = redis.call('HMGET', KEYS[1], 'p', 'h', 'io')
+if m[1] and tonumber(m[1]) == 0 and tonumber(m[2]) == 0 and tonumber(m[3] or '0') == 0 then
+  expire(tonumber(ARGV[1]), KEYS[1], KEYS[2])
+end
+return 1
+"""
+
+# Remove and return the newest item. KEYS: meta, list, hidden, outbox, inflight,
 # index.
 # ARGV: mode, session_id, now_ms.
 # Returns {-1} cold | {0} empty | {-3, p, io, floor} refill needed | {1, envelope}.
 _POP = """
 local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local m = redis.call('HMGET', meta, 'full', 'h', 'p', 'io')
-if not m[1] then return {-1} end
+local m = hot(meta, list, 'full', 'p', 'io')
+if not m then return {-1} end
 local env = false
-if tonumber(m[2]) == 0 then
-  env = redis.call('RPOP', list)
-else
-  local len = redis.call('LLEN', list)
-  for i = -1, -len, -1 do
-    local e = redis.call('LINDEX', list, i)
-    if redis.call('SISMEMBER', hid, seqof(e)) == 0 then
-      env = e
-      redis.call('LREM', list, -1, e)
-      break
-    end
-  end
-end
+if redis.call('LLEN', list) > 1 then env = redis.call('RPOP', list) end
 if not env then
   if m[1] == '1' then return {0} end
-  return {-3, tonumber(m[3]), tonumber(m[4] or '0'), tonumber(redis.call('HGET', meta, 'f'))}
+  return {-3, tonumber(m[2]), tonumber(m[3] or '0'), tonumber(redis.call('HGET', meta, 'f'))}
 end
 if ARGV[1] == 'b' then
   redis.call('XADD', outbox, '*', 'o', 'p', 's', ARGV[2], 'q', seqof(env), 't', ARGV[3])
@@ -200,27 +239,16 @@ return {1, env}
 
 # Clear the session. KEYS: meta, list, hidden, outbox, inflight, index.
 # ARGV: mode, session_id, now_ms.
-# Hidden (in-flight write-through) items survive: their add is ordered after the clear.
+# Reserved (in-flight write-through) seqs survive: their add is ordered after the clear.
 # Returns {-1} cold | {1, upto, keep_seq...}.
 _CLEAR = """
 local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local m = redis.call('HMGET', meta, 'n', 'h')
-if not m[1] then return {-1} end
+local m = hot(meta, list, 'n', 'h')
+if not m then return {-1} end
 local n, h = tonumber(m[1]), tonumber(m[2])
-local keep, kept = {}, {}
-if h > 0 then
-  local all = redis.call('LRANGE', list, 0, -1)
-  for i = 1, #all do
-    local s = seqof(all[i])
-    if redis.call('SISMEMBER', hid, s) == 1 then
-      keep[#keep + 1] = s
-      kept[#kept + 1] = all[i]
-    end
-  end
-end
-redis.call('DEL', list)
-if #kept > 0 then redis.call('RPUSH', list, unpack(kept)) end
-redis.call('HSET', meta, 'full', 1, 'f', n + 1)
+local keep = {}
+if h > 0 then keep = redis.call('SMEMBERS', hid) end
+recreate(meta, list, 1, n + 1)
 if ARGV[1] == 'b' then
   redis.call('XADD', outbox, '*', 'o', 'c', 's', ARGV[2], 'q', n, 't', ARGV[3],
     'k', table.concat(keep, ','))
@@ -237,28 +265,28 @@ return {1, n, unpack(keep)}
 """
 
 # Finish a write-through operation after its SQL transaction.
-# KEYS: meta, list, hidden, inflight, outbox. ARGV: op_id, ok (1|0), hot, kind, ...
-#   kind 'a': first, count, session_id, envelope1..N (removed when not ok; the
-#             outbox gets an 'x' entry deleting those seqs from SQL in case the
-#             failed commit did land)
+# KEYS: meta, list, hidden, inflight, outbox. ARGV: op_id, ok (1|0|3), hot, kind, ...
+#   kind 'a': first, count, session_id, envelope1..N (added to the list when ok;
+#             when not ok, the outbox gets an 'x' entry deleting those seqs from
+#             SQL in case the failed commit did land)
 #   kind 'A': like 'a', for a commit SQL refused outright (no 'x': the seqs may
 #             hold other rows, e.g. when Redis lost writes SQL has)
 #   kind 'p': envelope (put back when not ok)
 #   kind 'c': nothing
-# Returns 1, or 0 when the operation was already taken over by recovery.
+# ok = 3: ok, but first wait (return 2) while an earlier add of the session is in
+# flight, so readers see batches in seq order.
+# Returns 1, 2 (wait), or 0 when the operation was already taken over by recovery.
 _SETTLE = """
 local meta, list, hid, inflight, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if ARGV[2] == '3' then
-  -- ok, in order: an earlier add of this session still hidden settles first, so a
-  -- reader never sees this batch without the ones before it
   local first = tonumber(ARGV[5])
   for _, s in ipairs(redis.call('SMEMBERS', hid)) do
     if tonumber(s) < first then return 2 end
   end
 end
 if redis.call('HDEL', inflight, ARGV[1]) == 0 then return 0 end
-local ok, hot, kind = ARGV[2] ~= '0', tonumber(ARGV[3]), ARGV[4]
-local live = redis.call('EXISTS', meta) == 1
+local ok, hotn, kind = ARGV[2] ~= '0', tonumber(ARGV[3]), ARGV[4]
+local live = hot(meta, list, 'n') ~= nil
 local undo = kind == 'a'
 if kind == 'A' then kind = 'a' end
 if kind == 'a' then
@@ -267,10 +295,12 @@ if kind == 'a' then
   for i = 1, count do seqs[i] = first + i - 1 end
   redis.call('SREM', hid, unpack(seqs))
   if live then redis.call('HINCRBY', meta, 'h', -count) end
-  if not ok then
-    for i = 8, #ARGV do redis.call('LREM', list, -1, ARGV[i]) end
-  end
-  if not ok and undo then
+  if ok then
+    if live then
+      publish(meta, list, 8, first)
+      trim(meta, list, hotn)
+    end
+  elseif undo then
     redis.call('XADD', outbox, '*', 'o', 'x', 's', ARGV[7], 'q', first, 'c', count)
     if live then
       redis.call('HINCRBY', meta, 'p', 1)
@@ -278,14 +308,12 @@ if kind == 'a' then
       redis.call('PERSIST', meta)
       redis.call('PERSIST', list)
     end
-  elseif live then
-    trim(meta, list, hid, hot)
   end
 else
   if live then redis.call('HINCRBY', meta, 'io', -1) end
   if not ok and live then
     if kind == 'c' then
-      redis.call('HSET', meta, 'full', 0)
+      setfloor(meta, list, 0, redis.call('HGET', meta, 'f'))
     else
       putback(meta, list, ARGV[5])
     end
@@ -296,29 +324,42 @@ return 1
 
 # Install a session read from SQL, unless another client already did (0), or the
 # session was evicted since the read began (-1: the eviction generation moved,
-# the snapshot may be stale; read again).
+# the snapshot may be stale; read again). -2: the metadata hash is there but the
+# list is gone while operations are pending (an eviction by Redis' maxmemory
+# policy): refused, the counters must not be reset.
 # KEYS: meta, list, hidden, gen. ARGV: n, floor, full, ttl_ms, gen, envelope1..N (ascending).
 _WARM = """
 local meta, list, hid = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('EXISTS', meta) == 1 then return 0 end
+if redis.call('EXISTS', meta) == 1 then
+  if redis.call('EXISTS', list) == 1 then return 0 end
+  local m = redis.call('HMGET', meta, 'p', 'h', 'io')
+  if tonumber(m[1]) > 0 or tonumber(m[2]) > 0 or tonumber(m[3] or '0') > 0 then return -2 end
+end
 if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[5] then return -1 end
 redis.call('DEL', list, hid)
 redis.call('HSET', meta, 'n', ARGV[1], 'f', ARGV[2], 'full', ARGV[3], 'p', 0, 'h', 0,
   'io', 0, 'pb', 0, 'w', ARGV[1])
-if #ARGV > 5 then redis.call('RPUSH', list, unpack(ARGV, 6)) end
+redis.call('RPUSH', list, header(ARGV[3], ARGV[2]), unpack(ARGV, 6))
 expire(tonumber(ARGV[4]), meta, list)
 return 1
 """
 
-# Prepend older items read from SQL below the floor, if nothing moved meanwhile.
+# Put older items read from SQL below the floor, if nothing moved meanwhile.
 # KEYS: meta, list. ARGV: expected_floor, new_floor, full, envelope1..N (descending).
 _REFILL = """
 local meta, list = KEYS[1], KEYS[2]
-local m = redis.call('HMGET', meta, 'f', 'full', 'p', 'io')
-if not m[1] or m[2] == '1' or m[1] ~= ARGV[1] then return 0 end
+local m = hot(meta, list, 'f', 'full', 'p', 'io')
+if not m or m[2] == '1' or m[1] ~= ARGV[1] then return 0 end
 if tonumber(m[3]) > 0 or tonumber(m[4] or '0') > 0 then return 0 end
-if #ARGV > 3 then redis.call('LPUSH', list, unpack(ARGV, 4)) end
-redis.call('HSET', meta, 'f', ARGV[2], 'full', ARGV[3])
+if #ARGV > 3 then
+  -- [header, items...] -> [newest older item, items...] -> [header', older..., items...]
+  redis.call('LSET', list, 0, ARGV[4])
+  if #ARGV > 4 then redis.call('LPUSH', list, unpack(ARGV, 5)) end
+  redis.call('LPUSH', list, header(ARGV[3], ARGV[2]))
+  redis.call('HSET', meta, 'f', ARGV[2], 'full', ARGV[3])
+else
+  setfloor(meta, list, ARGV[3], ARGV[2])
+end
 return 1
 """
 
@@ -330,7 +371,7 @@ return 1
 # max_added_seq, barriers (how many of the ops were pops/clears/undo-deletes).
 # Returns 1, or -1 when the lease is held by another flusher.
 _ACK = """
-local group, hot, ttl, nids = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local group, hotn, ttl, nids = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[4] then return -1 end
 if nids > 0 then
@@ -340,8 +381,8 @@ if nids > 0 then
 end
 local a = 6 + nids
 for j = 0, (#KEYS - 2) / 3 - 1 do
-  local meta, list, hid = KEYS[3 + 3 * j], KEYS[4 + 3 * j], KEYS[5 + 3 * j]
-  if redis.call('EXISTS', meta) == 1 then
+  local meta, list = KEYS[3 + 3 * j], KEYS[4 + 3 * j]
+  if hot(meta, list, 'p') then
     local ops, maxseq = tonumber(ARGV[a + 3 * j]), tonumber(ARGV[a + 3 * j + 1])
     local barriers = tonumber(ARGV[a + 3 * j + 2])
     local p = redis.call('HINCRBY', meta, 'p', -ops)
@@ -349,7 +390,7 @@ for j = 0, (#KEYS - 2) / 3 - 1 do
     if maxseq > tonumber(redis.call('HGET', meta, 'w') or '0') then
       redis.call('HSET', meta, 'w', maxseq)
     end
-    trim(meta, list, hid, hot)
+    trim(meta, list, hotn)
     if p <= 0 and tonumber(redis.call('HGET', meta, 'h') or '0') == 0 then
       expire(ttl, meta, list)
     end
@@ -381,20 +422,19 @@ return 1
 # Returns {-1} cold | {0} changed meanwhile | {1, last_outbox_entry_id}.
 _REPLACE = """
 local meta, list, hid, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local m = redis.call('HMGET', meta, 'n', 'h', 'io')
-if not m[1] then return {-1} end
+local m = hot(meta, list, 'n', 'h', 'io')
+if not m then return {-1} end
 if tonumber(m[2]) > 0 or tonumber(m[3] or '0') > 0 then return {0} end
-local sid, now, hot, ne = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local sid, now, hotn, ne = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local n = tonumber(m[1])
 local id
 if ne < 0 then
   ne = 0
-  redis.call('DEL', list)
-  redis.call('HSET', meta, 'full', 1, 'f', n + 1)
+  recreate(meta, list, 1, n + 1)
   id = redis.call('XADD', outbox, '*', 'o', 'c', 's', sid, 'q', n, 't', now, 'k', '')
 else
   local len = redis.call('LLEN', list)
-  if ne < 1 or len < ne then return {0} end
+  if ne < 1 or len - 1 < ne then return {0} end
   local tail = redis.call('LRANGE', list, len - ne, -1)
   for i = 1, ne do
     if tail[i] ~= ARGV[4 + i] then return {0} end
@@ -422,7 +462,7 @@ redis.call('HINCRBY', meta, 'pb', 1)
 redis.call('PERSIST', meta)
 redis.call('PERSIST', list)
 redis.call('ZADD', KEYS[6], now, sid)
-trim(meta, list, hid, hot)
+trim(meta, list, hotn)
 return {1, id}
 """
 
@@ -462,13 +502,14 @@ return 1
 # writer's own settle would have done. An add rolled back also queues an 'x'
 # delete, in case its transaction commits after all.
 # KEYS: meta, list, hidden, outbox, inflight.
-# ARGV: op_id, session_id, landed (1|0), hot, envelope (pop not landed: the item to put back).
+# ARGV: op_id, session_id, landed (1|0), hot, then envelopes: an add that landed,
+# its items (from SQL); a pop not landed, the item to put back.
 # Returns 1 if the operation was taken over, 0 if it had already settled.
 _RECOVER = """
 local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, sid, landed, hot = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+local id, sid, landed, hotn = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
 if redis.call('HDEL', inflight, id) == 0 then return 0 end
-local live = redis.call('EXISTS', meta) == 1
+local live = hot(meta, list, 'n') ~= nil
 local kind = string.sub(id, 1, 1)
 local rest = string.sub(id, 3)
 local sep = string.find(rest, '|', 1, true)
@@ -481,12 +522,11 @@ if kind == 'a' then
   redis.call('SREM', hid, unpack(seqs))
   if live then redis.call('HINCRBY', meta, 'h', -count) end
   if landed then
-    if live then trim(meta, list, hid, hot) end
-  else
-    for _, e in ipairs(redis.call('LRANGE', list, 0, -1)) do
-      local s = seqof(e)
-      if s >= a and s < a + count then redis.call('LREM', list, 1, e) end
+    if live then
+      publish(meta, list, 5, a)
+      trim(meta, list, hotn)
     end
+  else
     redis.call('XADD', outbox, '*', 'o', 'x', 's', sid, 'q', a, 'c', count)
     if live then
       redis.call('HINCRBY', meta, 'p', 1)
@@ -498,7 +538,7 @@ if kind == 'a' then
 elseif live then
   redis.call('HINCRBY', meta, 'io', -1)
   if not landed and kind == 'c' then
-    redis.call('HSET', meta, 'full', 0)
+    setfloor(meta, list, 0, redis.call('HGET', meta, 'f'))
   elseif not landed and ARGV[5] and ARGV[5] ~= '' then
     putback(meta, list, ARGV[5])
   end
@@ -597,6 +637,7 @@ SCRIPTS: dict[str, str] = {
     for name, body in {
         "add": _ADD,
         "read": _READ,
+        "touch": _TOUCH,
         "pop": _POP,
         "clear": _CLEAR,
         "settle": _SETTLE,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,13 +45,13 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
 from ._errors import ConfigurationError, StorageUnavailableError
 
-__all__ = ["Op", "SqlTier", "build_tables"]
+__all__ = ["Op", "SqlTier", "build_tables", "refused_by_constraint"]
 
 
 def build_tables(sessions_table: str, messages_table: str) -> tuple[MetaData, Table, Table]:
@@ -177,6 +178,34 @@ class SqlTier:
         except OSError as e:
             raise StorageUnavailableError(f"SQL database unreachable: {e}") from e
 
+    @contextlib.asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """PostgreSQL: the asyncpg connection of a pooled connection, in autocommit.
+
+        For single statements on the hot path: asyncpg directly costs about a
+        third of SQLAlchemy's execution path around it. Errors become
+        ``StorageUnavailableError`` (caused by the asyncpg error); a connection
+        that failed for any reason other than a refused statement is
+        invalidated, so the pool never hands it out again.
+        """
+        try:
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                try:
+                    yield raw.driver_connection
+                except BaseException as e:
+                    if not _statement_refused(e):
+                        await conn.invalidate()
+                    raise
+        except SQLAlchemyError as e:
+            raise StorageUnavailableError(f"SQL operation failed: {_describe(e)}") from e
+        except OSError as e:
+            raise StorageUnavailableError(f"SQL database unreachable: {e}") from e
+        except Exception as e:
+            if _is_asyncpg_error(e):
+                raise StorageUnavailableError(f"SQL operation failed: {_describe(e)}") from e
+            raise
+
     async def create_tables(self) -> None:
         """Create missing tables and indexes (idempotent)."""
         async with self.begin() as conn:
@@ -191,19 +220,41 @@ class SqlTier:
         Only rows with ``seq < before`` (when given); the newest ``limit``
         of them (when given), with the limit pushed into the query.
         """
-        m = self.messages
-        stmt = select(m.c.seq, m.c.message_data).where(m.c.session_id == session_id)
+        params: dict[str, Any] = {"sid": session_id}
         if before is not None:
-            stmt = stmt.where(m.c.seq < before)
-        if limit is None:
-            stmt = stmt.order_by(m.c.seq.asc())
+            params["before"] = before
+        if limit is not None:
+            params["lim"] = limit
+        stmt = self._latest_stmt(before is not None, limit is not None)
+        if self._add_sql is not None:
+            text, order = self._compiled(stmt)
+            async with self.driver() as pg:
+                found = await pg.fetch(text, *(params[name] for name in order))
         else:
-            stmt = stmt.order_by(m.c.seq.desc()).limit(limit)
-        async with self.begin() as conn:
-            rows = [(int(r[0]), r[1]) for r in (await conn.execute(stmt)).all()]
+            async with self.begin() as conn:
+                found = (await conn.execute(stmt, params)).all()
+        rows = [(int(r[0]), r[1]) for r in found]
         if limit is not None:
             rows.reverse()
         return rows
+
+    @functools.cache  # noqa: B019 - one SqlTier per store, four statements each
+    def _latest_stmt(self, before: bool, limit: bool) -> Any:
+        m = self.messages
+        stmt = select(m.c.seq, m.c.message_data).where(
+            m.c.session_id == bindparam("sid", type_=m.c.session_id.type)
+        )
+        if before:
+            stmt = stmt.where(m.c.seq < bindparam("before", type_=BigInteger))
+        if not limit:
+            return stmt.order_by(m.c.seq.asc())
+        return stmt.order_by(m.c.seq.desc()).limit(bindparam("lim", type_=BigInteger))
+
+    @functools.cache  # noqa: B019
+    def _compiled(self, stmt: Any) -> tuple[str, list[str]]:
+        """The asyncpg text of a statement and the names of its positional parameters."""
+        compiled = stmt.compile(dialect=self.engine.dialect)
+        return str(compiled), list(compiled.positiontup)
 
     async def session_ids(self) -> list[str]:
         """Return every session id in the sessions table."""
@@ -257,14 +308,8 @@ class SqlTier:
                 await self.insert(conn, rows, idempotent=False)
             return
         seqs = list(range(first, first + len(datas)))
-        try:
-            async with self.engine.connect() as conn:
-                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await auto.exec_driver_sql(self._add_sql, (session_id, seqs, list(datas)))
-        except SQLAlchemyError as e:
-            raise StorageUnavailableError(f"SQL operation failed: {_describe(e)}") from e
-        except OSError as e:
-            raise StorageUnavailableError(f"SQL database unreachable: {e}") from e
+        async with self.driver() as pg:
+            await pg.execute(self._add_sql, session_id, seqs, list(datas))
 
     async def delete_seq(self, conn: AsyncConnection, session_id: str, seq: int) -> None:
         """Delete one item (a pop)."""
@@ -371,7 +416,26 @@ def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _describe(e: SQLAlchemyError) -> str:
+def _describe(e: BaseException) -> str:
     """Describe a driver error without its SQL parameters (they may hold user data)."""
     orig = getattr(e, "orig", None)
     return f"{type(orig or e).__name__}: {str(orig or e).splitlines()[0][:300]}"
+
+
+def _is_asyncpg_error(e: BaseException) -> bool:
+    return type(e).__module__.startswith("asyncpg")
+
+
+def _statement_refused(e: BaseException) -> bool:
+    """PostgreSQL refused the statement (SQLSTATE class 22 or 23); the connection is fine."""
+    code = getattr(e, "sqlstate", None)
+    return isinstance(code, str) and code[:2] in ("22", "23")
+
+
+def refused_by_constraint(e: BaseException) -> bool:
+    """True when ``e`` (a StorageUnavailableError) says SQL refused rows by a constraint."""
+    cause = e.__cause__
+    if isinstance(cause, IntegrityError):
+        return True
+    code = getattr(cause, "sqlstate", None)
+    return isinstance(code, str) and code.startswith("23")

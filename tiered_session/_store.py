@@ -29,7 +29,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -49,7 +48,7 @@ from ._keys import KeySpace, SessionKeys
 from ._ops import SessionOpsMixin
 from ._redis_io import LeanConnectionPool, command_sender
 from ._scripts import COLD, SCRIPTS
-from ._sql import SqlTier
+from ._sql import SqlTier, refused_by_constraint
 from ._stats import Counters, StoreStats
 
 if TYPE_CHECKING:
@@ -141,6 +140,9 @@ class TieredStore(SessionOpsMixin):
         self._mode = b"b" if self._behind else b"t"
         self._hot = config.hot_items
         self._ttl_ms = int(config.hot_ttl * 1000)
+        # sessions whose expiry this process refreshed (meta key -> monotonic time)
+        self._touched: dict[bytes, float] = {}
+        self._touch_every = config.hot_ttl / 4
         self._started = False
         self._closed = False
         # write-through settles that could not reach Redis: (keys, args), retried in order
@@ -301,11 +303,16 @@ class TieredStore(SessionOpsMixin):
         except RedisResponseError as e:
             raise StorageUnavailableError(f"Redis rejected script {name!r}: {e}") from e
         except (RedisError, OSError) as e:
-            raise StorageUnavailableError(
-                f"Redis unreachable ({type(e).__name__}: {e}). Reads fall back to SQL; writes "
-                "are refused until Redis is back (a write-behind write that timed out may still "
-                "have been accepted): retry later"
-            ) from e
+            raise _unreachable(e) from e
+
+    async def _command(self, *args: Any) -> Any:
+        """Run one plain Redis command on the hot path."""
+        try:
+            return await self._send(*args)
+        except RedisResponseError as e:
+            raise StorageUnavailableError(f"Redis rejected {args[0]}: {e}") from e
+        except (RedisError, OSError) as e:
+            raise _unreachable(e) from e
 
     @staticmethod
     def _skeys(k: SessionKeys) -> list[bytes]:
@@ -334,6 +341,12 @@ class TieredStore(SessionOpsMixin):
                 [k.meta, k.items, k.hidden, k.gen],
                 [n, floor, int(full), self._ttl_ms, gen, *envs],
             )
+            if res == -2:
+                raise StorageUnavailableError(
+                    f"session {k.session_id!r}: its hot list is gone from Redis while writes "
+                    "are pending (was it evicted by a maxmemory policy?). Run Redis with "
+                    "maxmemory-policy noeviction (or volatile-*: pending keys carry no expiry)"
+                )
             if res != -1:
                 return
         raise StorageUnavailableError(
@@ -374,26 +387,52 @@ class TieredStore(SessionOpsMixin):
         else:
             lim = limit
         await self._ready()
-        for attempt in range(2):
-            res = await self._script("read", [k.meta, k.items, k.hidden], [lim, self._ttl_ms])
-            if res[0] == COLD:
-                if attempt == 0:
-                    await self._warm(k)
-                    continue
-                # Evicted again meanwhile. A session leaves Redis only with nothing
-                # pending, so SQL holds its whole history: answer from there.
-                self.counters.cold_reads += 1
-                rows = await self.sql.latest(k.session_id, None, None if lim < 0 else lim)
-                return self._decode_rows(k, rows)
-            full, floor, envs = res
-            items = self._decode_envelopes(k, envs)
-            if full or (lim > 0 and len(items) >= lim):
-                self.counters.cache_hits += 1
-                return items
-            self.counters.cold_reads += 1
-            rows = await self.sql.latest(k.session_id, floor, None if lim < 0 else lim - len(items))
-            return self._decode_rows(k, rows) + items
-        raise AssertionError("unreachable: the second attempt always answers")
+        # One plain LRANGE. The list's first element is a header ("#<full>|<floor>"):
+        # a reply that holds it is the whole list; one that does not holds `lim` items.
+        envs = await self._command("LRANGE", k.items, 0 if lim < 0 else -lim, -1)
+        if envs and envs[0][:1] == b"#":
+            head = envs[0]
+            return await self._answer(k, lim, head[1:2] == b"1", int(head[3:]), envs[1:])
+        if lim > 0 and len(envs) == lim:
+            return await self._answer(k, lim, False, 0, envs)
+        for attempt in range(2):  # not in Redis: warm it up, then read through the script
+            res = await self._script("read", [k.meta, k.items], [lim])
+            if res[0] != COLD:
+                return await self._answer(k, lim, bool(res[0]), int(res[1]), res[2])
+            if attempt == 0:
+                await self._warm(k)
+        # Evicted again meanwhile. A session leaves Redis only with nothing
+        # pending, so SQL holds its whole history: answer from there.
+        self.counters.cold_reads += 1
+        rows = await self.sql.latest(k.session_id, None, None if lim < 0 else lim)
+        return self._decode_rows(k, rows)
+
+    async def _answer(
+        self, k: SessionKeys, lim: int, full: bool, floor: int, envs: list[bytes]
+    ) -> list[Any]:
+        """Items from the hot list, completed from SQL below ``floor`` when they are not all."""
+        items = self._decode_envelopes(k, envs)
+        if full or (lim > 0 and len(items) >= lim):
+            self.counters.cache_hits += 1
+            if self._touch_due(k):
+                await self._script("touch", [k.meta, k.items], [self._ttl_ms])
+            return items
+        self.counters.cold_reads += 1
+        rows = await self.sql.latest(k.session_id, floor, None if lim < 0 else lim - len(items))
+        return self._decode_rows(k, rows) + items
+
+    def _touch_due(self, k: SessionKeys) -> bool:
+        """Whether a read should refresh the session's expiry (at most every hot_ttl / 4)."""
+        if self._ttl_ms <= 0:
+            return False
+        now = time.monotonic()
+        last = self._touched.get(k.meta)
+        if last is not None and now - last < self._touch_every:
+            return False
+        if len(self._touched) >= 100_000:
+            self._touched.clear()
+        self._touched[k.meta] = now
+        return True
 
     def _decode_envelopes(self, k: SessionKeys, envs: list[bytes]) -> list[Any]:
         try:  # fast path: skip "<seq>|", parse the JSON as stored
@@ -466,6 +505,7 @@ class TieredStore(SessionOpsMixin):
                     f"{self.config.max_backlog}; the items were not accepted. Check that a "
                     "flusher is running and SQL is reachable, then retry."
                 )
+            self._touched[k.meta] = time.monotonic()  # a write refreshes the expiry
             if self._behind:
                 return
             await self._commit_add(k, int(res[0]), datas)
@@ -474,22 +514,23 @@ class TieredStore(SessionOpsMixin):
 
     async def _commit_add(self, k: SessionKeys, first: int, datas: list[bytes]) -> None:
         op_id = f"a|{first}|{len(datas)}|{k.session_id}"
+        envs = [envelope(first + i, d) for i, d in enumerate(datas)]
         try:
             await self.sql.insert_new(k.session_id, first, [d.decode() for d in datas])
         except BaseException as e:
-            envs = [envelope(first + i, d) for i, d in enumerate(datas)]
-            # Hide nothing, keep nothing: the items are removed (and, in case the
-            # failed commit did land, queued for deletion). A flusher that took the
-            # operation over decided the same from SQL, where the rows are absent.
+            # Nothing was added to the list: the reserved seqs are released (and, in
+            # case the failed commit did land, a delete of them is queued). A flusher
+            # that took the operation over decided the same from SQL.
             refused = None
-            if isinstance(e, StorageUnavailableError) and isinstance(e.__cause__, IntegrityError):
+            if isinstance(e, StorageUnavailableError) and refused_by_constraint(e):
                 refused = e  # those seqs hold other rows in SQL: keep them (kind "A")
             kind = b"a" if refused is None else b"A"
             await self._settle(k, op_id, False, [kind, first, len(datas), k.session_id, *envs])
             if refused is not None:
                 await self._resync(k, first, refused)
             raise
-        await self._settle(k, op_id, True, [b"a", first, len(datas)], ordered=True)
+        tail = [b"a", first, len(datas), k.session_id, *envs]
+        await self._settle(k, op_id, True, tail, ordered=True)
 
     async def _resync(self, k: SessionKeys, first: int, e: StorageUnavailableError) -> None:
         """SQL already holds a seq Redis just assigned: Redis lost writes SQL has."""
@@ -751,6 +792,14 @@ def _report_flusher_exit(task: asyncio.Task[None]) -> None:
             type(e).__name__,
             e,
         )
+
+
+def _unreachable(e: BaseException) -> StorageUnavailableError:
+    return StorageUnavailableError(
+        f"Redis unreachable ({type(e).__name__}: {e}). Reads fall back to SQL; writes are "
+        "refused until Redis is back (a write-behind write that timed out may still have been "
+        "accepted): retry later"
+    )
 
 
 def _redis_down(e: StorageUnavailableError) -> bool:
