@@ -278,7 +278,7 @@ return {1, n, unpack(keep)}
 # Returns 1, 2 (wait), or 0 when the operation was already taken over by recovery.
 _SETTLE = """
 local meta, list, hid, inflight, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-if ARGV[2] == '3' then
+if ARGV[2] == '3' and tonumber(redis.call('HGET', meta, 'h') or '0') > tonumber(ARGV[6]) then
   local first = tonumber(ARGV[5])
   for _, s in ipairs(redis.call('SMEMBERS', hid)) do
     if tonumber(s) < first then return 2 end

@@ -488,7 +488,7 @@ class TieredStore(SessionOpsMixin):
         args: list[Any] = [
             self._mode,
             self._hot,
-            self._ttl_ms,
+            self._ttl_ms if self._touch_due(k) else 0,  # refresh the expiry every ttl/4
             self.config.max_backlog,
             k.session_id,
             now,
@@ -505,7 +505,6 @@ class TieredStore(SessionOpsMixin):
                     f"{self.config.max_backlog}; the items were not accepted. Check that a "
                     "flusher is running and SQL is reachable, then retry."
                 )
-            self._touched[k.meta] = time.monotonic()  # a write refreshes the expiry
             if self._behind:
                 return
             await self._commit_add(k, int(res[0]), datas)
