@@ -311,6 +311,25 @@ class SqlTier:
         async with self.driver() as pg:
             await pg.execute(self._add_sql, session_id, seqs, list(datas))
 
+    async def delete_one(self, session_id: str, seq: int) -> None:
+        """Commit a write-through pop: one autocommit statement (asyncpg) or one transaction."""
+        if self._add_sql is None:
+            async with self.begin() as conn:
+                await self.delete_seq(conn, session_id, seq)
+            return
+        text, order = self._compiled(self._delete_stmt())
+        params = {"sid": session_id, "seq": seq}
+        async with self.driver() as pg:
+            await pg.execute(text, *(params[name] for name in order))
+
+    @functools.cache  # noqa: B019
+    def _delete_stmt(self) -> Any:
+        m = self.messages
+        return delete(m).where(
+            m.c.session_id == bindparam("sid", type_=m.c.session_id.type),
+            m.c.seq == bindparam("seq", type_=BigInteger),
+        )
+
     async def delete_seq(self, conn: AsyncConnection, session_id: str, seq: int) -> None:
         """Delete one item (a pop)."""
         m = self.messages
