@@ -145,7 +145,7 @@ async def test_sessions_work_on_a_cluster(
         for sid in ("a", "b", "c", "d", "e", "f", "g", "h"):
             await stores[0].session(sid).add_items([{"n": sid}])
             k = stores[0].keys.session(sid)
-            keys = [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight, k.shard.dead]
+            keys = [k.meta, k.items, k.reserved, k.shard.outbox, k.shard.inflight, k.shard.dead]
             slots = {rc.keyslot(key) for key in keys}
             assert len(slots) == 1
             nodes.add(rc.get_node_from_key(k.meta).name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import event
 
 from tiered_session import Flusher, TieredSession, TieredStore
+from tiered_session._sql import Op
 
 from .conftest import Backend, StoreFactory
 
@@ -293,3 +295,36 @@ async def test_reads_and_writes_race_evictions(make_store: StoreFactory) -> None
         stop.set()
         await task
     assert await s.get_items() == expected
+
+
+async def test_a_reused_seq_with_another_item_is_dead_lettered_not_dropped(
+    backend: Backend,
+) -> None:
+    """Redis handing out a seq SQL already holds (it lost writes) never drops the new item.
+
+    The idempotent insert skips the row; the flusher sees the stored item differs
+    from the entry's, so it keeps the entry in the dead-letter stream instead of
+    acknowledging it. A true replay (the same item) is still skipped silently.
+    """
+    from tiered_session._cli_flush import dead_letters
+
+    store = backend.store(write_mode="behind", outbox_shards=1, max_attempts=2)
+    s = store.session("lost")
+    await s.add_items([msg(1), msg(2)])
+    await store.flush(timeout=20)
+    k = store.keys.session("lost")
+    await backend.redis.hset(k.meta, b"n", 1)  # as if restored from an older snapshot
+    await s.add_items([msg(99)])  # gets seq 2 again, which SQL holds with msg(2)
+    await s.add_items([msg(3)])
+    await store.flush(timeout=20)
+    rows = await store.sql.latest("lost", None, None)
+    assert [(q, json.loads(d)) for q, d in rows] == [(1, msg(1)), (2, msg(2)), (3, msg(3))]
+    dead = await dead_letters(store)
+    assert [(d["session_id"], d["seq"]) for d in dead] == [("lost", "2")]
+    assert "already holds a different item" in dead[0]["reason"]
+    assert (await store.stats())["dead_letters"] == 1
+    # Replaying an entry already applied (same item, same seq) is not a collision.
+    op = Op(kind="a", session_id="lost", seq=3, rows=[rows[2]])
+    async with store.sql.begin() as conn:
+        await store.sql.apply(conn, [op])
+    assert len(await store.sql.latest("lost", None, None)) == 3

@@ -100,7 +100,7 @@ async def _replace(session: TieredSession, expected: list[bytes] | None, output:
     datas = [encode_item(item) for item in output]  # validates before any write
     n_expected = -1 if expected is None else len(expected)
     args: list[Any] = [k.session_id, int(time.time() * 1000), store._hot, n_expected]
-    keys = [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight, k.shard.index]
+    keys = [k.meta, k.items, k.reserved, k.shard.outbox, k.shard.inflight, k.shard.index]
     for _ in range(3):
         res = await store._script("replace", keys, [*args, *(expected or ()), *datas])
         if int(res[0]) != COLD:

@@ -491,7 +491,7 @@ class Flusher:
         tail: list[Any] = []
         for sid, (ops, mx, barriers) in per_session.items():
             k = self.store.keys.session(sid)
-            keys += [k.meta, k.items, k.hidden]
+            keys += [k.meta, k.items, k.reserved]
             tail += [ops, mx, barriers]
         store = self.store
         done = await store._script(

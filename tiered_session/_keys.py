@@ -32,7 +32,7 @@ class ShardKeys:
 
 @dataclass(frozen=True, slots=True)
 class SessionKeys:
-    """Keys of one session: metadata hash, hot list, hidden-seq set, eviction generation.
+    """Keys of one session: metadata hash, hot list, reserved-seq set, eviction generation.
 
     ``gen`` outlives the others: evictions bump it, so a warm-up that read SQL
     before an eviction cannot install that (by then stale) snapshot after it.
@@ -42,7 +42,7 @@ class SessionKeys:
     shard: ShardKeys
     meta: bytes
     items: bytes
-    hidden: bytes
+    reserved: bytes
     gen: bytes
 
 
@@ -92,7 +92,7 @@ class KeySpace:
             shard=shard,
             meta=tag + b":m:" + sid,
             items=tag + b":l:" + sid,
-            hidden=tag + b":h:" + sid,
+            reserved=tag + b":h:" + sid,
             gen=tag + b":g:" + sid,
         )
 

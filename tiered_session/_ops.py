@@ -262,7 +262,7 @@ class SessionOpsMixin:
         pipe.lrange(k.items, 1, -1)  # after the header
         pipe.zscore(k.shard.index, sid)
         meta, envs, score = await s._redis_call(pipe.execute())
-        full, floor, watermark, pending, n_hidden, io = meta
+        full, floor, watermark, pending, n_reserved, io = meta
         hot = unflushed = hot_bytes = 0
         if full is not None:
             for env in envs:
@@ -295,7 +295,7 @@ class SessionOpsMixin:
             items=items,
             hot_items=hot,
             unflushed_items=unflushed,
-            pending_operations=int(pending or 0) + int(n_hidden or 0) + int(io or 0),
+            pending_operations=int(pending or 0) + int(n_reserved or 0) + int(io or 0),
             bytes=hot_bytes + int(cold_bytes),
             created_at=created,
             updated_at=_from_ms(float(score)) if score is not None else updated,
@@ -316,7 +316,7 @@ class SessionOpsMixin:
         await s.flush()
         await s._script(
             "drop",
-            [k.meta, k.items, k.hidden, k.shard.index, k.gen],
+            [k.meta, k.items, k.reserved, k.shard.index, k.gen],
             [sid, int(time.time() * 1000)],
         )
         return existed
@@ -358,7 +358,7 @@ class SessionOpsMixin:
                     await conn.execute(select(func.max(m.c.seq)).where(m.c.session_id == sid))
                 ).scalar()
             res = await s._script(
-                "drop", [k.meta, k.items, k.hidden, k.shard.index, k.gen], [sid, cutoff_ms]
+                "drop", [k.meta, k.items, k.reserved, k.shard.index, k.gen], [sid, cutoff_ms]
             )
             if int(res[0]) == 1:
                 upto = int(res[1]) if int(res[1]) >= 0 else int(top or 0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import DataError, IntegrityError
 
-from ._sql import Op
+from ._sql import Op, SeqCollisionError
 
 __all__ = ["is_poison", "pairs", "parse_entry"]
 
@@ -28,7 +28,7 @@ def pairs(flat: list[bytes]) -> dict[bytes, bytes]:
 def is_poison(err: Exception) -> bool:
     """True when SQL rejected the data itself (retrying the same entry cannot help)."""
     cause = err.__cause__
-    if isinstance(cause, IntegrityError | DataError):
+    if isinstance(cause, IntegrityError | DataError | SeqCollisionError):
         return True
     code = getattr(getattr(cause, "orig", None), "sqlstate", None)
     # SQLSTATE class 22: data exception; 23: integrity constraint violation.

@@ -65,14 +65,14 @@ async def recover_operation(store: TieredStore, op_id: bytes) -> bool:
             if data is not None:
                 envs = [envelope(seq, data.encode())]
         else:
-            hidden = [int(x) for x in await store.redis.smembers(k.hidden)]
+            reserved = [int(x) for x in await store.redis.smembers(k.reserved)]
             cond = [m.c.session_id == sid, m.c.seq <= seq]
-            if hidden:
-                cond.append(m.c.seq.not_in(hidden))
+            if reserved:
+                cond.append(m.c.seq.not_in(reserved))
             landed = not await conn.scalar(select(func.count()).where(*cond))
     done = await store._script(
         "recover",
-        [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight],
+        [k.meta, k.items, k.reserved, k.shard.outbox, k.shard.inflight],
         [op_id, sid, int(landed), store.config.hot_items, *envs],
     )
     if not done:

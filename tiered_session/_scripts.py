@@ -132,12 +132,12 @@ end
 
 # Append items (write-behind), or reserve seqs for them (write-through: the items
 # enter the list when their SQL commit is done, see settle).
-# KEYS: meta, list, hidden, outbox, inflight, index.
+# KEYS: meta, list, reserved, outbox, inflight, index.
 # ARGV: mode ('b' behind | 't' through), hot, ttl_ms, max_backlog, session_id,
 #       now_ms, json1..jsonN.
 # Returns {first_seq} | {-1} cold | {-2} backlog full.
 _ADD = """
-local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local m = hot(meta, list, 'n', 'p')
 if not m then return {-1} end
 local mode, hotn, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -168,13 +168,13 @@ if mode == 'b' then
 else
   local seqs = {}
   for i = 1, count do seqs[i] = first + i - 1 end
-  redis.call('SADD', hid, unpack(seqs))
+  redis.call('SADD', rsv, unpack(seqs))
   redis.call('HINCRBY', meta, 'h', count)
   redis.call('HSET', meta, 'n', last)
   redis.call('HSET', inflight, 'a|' .. first .. '|' .. count .. '|' .. ARGV[5], ARGV[6])
   if p == 0 then
     redis.call('HSET', meta, 'w', last)
-    expire(ttl, meta, list, hid)
+    expire(ttl, meta, list, rsv)
   end
 end
 redis.call('ZADD', KEYS[6], ARGV[6], ARGV[5])
@@ -209,12 +209,12 @@ end
 return 1
 """
 
-# Remove and return the newest item. KEYS: meta, list, hidden, outbox, inflight,
+# Remove and return the newest item. KEYS: meta, list, reserved, outbox, inflight,
 # index.
 # ARGV: mode, session_id, now_ms.
 # Returns {-1} cold | {0} empty | {-3, p, io, floor} refill needed | {1, envelope}.
 _POP = """
-local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local m = hot(meta, list, 'full', 'p', 'io')
 if not m then return {-1} end
 local env = false
@@ -237,17 +237,17 @@ redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
 return {1, env}
 """
 
-# Clear the session. KEYS: meta, list, hidden, outbox, inflight, index.
+# Clear the session. KEYS: meta, list, reserved, outbox, inflight, index.
 # ARGV: mode, session_id, now_ms.
 # Reserved (in-flight write-through) seqs survive: their add is ordered after the clear.
 # Returns {-1} cold | {1, upto, keep_seq...}.
 _CLEAR = """
-local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local m = hot(meta, list, 'n', 'h')
 if not m then return {-1} end
 local n, h = tonumber(m[1]), tonumber(m[2])
 local keep = {}
-if h > 0 then keep = redis.call('SMEMBERS', hid) end
+if h > 0 then keep = redis.call('SMEMBERS', rsv) end
 recreate(meta, list, 1, n + 1)
 if ARGV[1] == 'b' then
   redis.call('XADD', outbox, '*', 'o', 'c', 's', ARGV[2], 'q', n, 't', ARGV[3],
@@ -265,7 +265,7 @@ return {1, n, unpack(keep)}
 """
 
 # Finish a write-through operation after its SQL transaction.
-# KEYS: meta, list, hidden, inflight, outbox. ARGV: op_id, ok (1|0|3), hot, kind, ...
+# KEYS: meta, list, reserved, inflight, outbox. ARGV: op_id, ok (1|0|3), hot, kind, ...
 #   kind 'a': first, count, session_id, envelope1..N (added to the list when ok;
 #             when not ok, the outbox gets an 'x' entry deleting those seqs from
 #             SQL in case the failed commit did land)
@@ -277,10 +277,10 @@ return {1, n, unpack(keep)}
 # flight, so readers see batches in seq order.
 # Returns 1, 2 (wait), or 0 when the operation was already taken over by recovery.
 _SETTLE = """
-local meta, list, hid, inflight, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, list, rsv, inflight, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if ARGV[2] == '3' and tonumber(redis.call('HGET', meta, 'h') or '0') > tonumber(ARGV[6]) then
   local first = tonumber(ARGV[5])
-  for _, s in ipairs(redis.call('SMEMBERS', hid)) do
+  for _, s in ipairs(redis.call('SMEMBERS', rsv)) do
     if tonumber(s) < first then return 2 end
   end
 end
@@ -293,7 +293,7 @@ if kind == 'a' then
   local first, count = tonumber(ARGV[5]), tonumber(ARGV[6])
   local seqs = {}
   for i = 1, count do seqs[i] = first + i - 1 end
-  redis.call('SREM', hid, unpack(seqs))
+  redis.call('SREM', rsv, unpack(seqs))
   if live then redis.call('HINCRBY', meta, 'h', -count) end
   if ok then
     if live then
@@ -327,16 +327,16 @@ return 1
 # the snapshot may be stale; read again). -2: the metadata hash is there but the
 # list is gone while operations are pending (an eviction by Redis' maxmemory
 # policy): refused, the counters must not be reset.
-# KEYS: meta, list, hidden, gen. ARGV: n, floor, full, ttl_ms, gen, envelope1..N (ascending).
+# KEYS: meta, list, reserved, gen. ARGV: n, floor, full, ttl_ms, gen, envelope1..N (ascending).
 _WARM = """
-local meta, list, hid = KEYS[1], KEYS[2], KEYS[3]
+local meta, list, rsv = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 1 then
   if redis.call('EXISTS', list) == 1 then return 0 end
   local m = redis.call('HMGET', meta, 'p', 'h', 'io')
   if tonumber(m[1]) > 0 or tonumber(m[2]) > 0 or tonumber(m[3] or '0') > 0 then return -2 end
 end
 if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[5] then return -1 end
-redis.call('DEL', list, hid)
+redis.call('DEL', list, rsv)
 redis.call('HSET', meta, 'n', ARGV[1], 'f', ARGV[2], 'full', ARGV[3], 'p', 0, 'h', 0,
   'io', 0, 'pb', 0, 'w', ARGV[1])
 redis.call('RPUSH', list, header(ARGV[3], ARGV[2]), unpack(ARGV, 6))
@@ -366,7 +366,7 @@ return 1
 # Acknowledge outbox entries committed to SQL and update their sessions, only
 # while this flusher still holds the shard's lease (otherwise the new holder
 # replays and acknowledges them: counting them twice would corrupt 'p').
-# KEYS: outbox, lease, then meta, list, hidden per session.
+# KEYS: outbox, lease, then meta, list, reserved per session.
 # ARGV: group, hot, ttl_ms, token, n_ids, id1..idN, then per session: ops,
 # max_added_seq, barriers (how many of the ops were pops/clears/undo-deletes).
 # Returns 1, or -1 when the lease is held by another flusher.
@@ -416,12 +416,12 @@ return 1
 # tail still equals the expected envelopes, remove them and append the new items
 # after the last seq; SQL follows through the outbox ('x' delete, then 'a' add),
 # in order with every other write of the session.
-# KEYS: meta, list, hidden, outbox, inflight, index.
+# KEYS: meta, list, reserved, outbox, inflight, index.
 # ARGV: session_id, now_ms, hot, n_expected, expected envelope1..N, json1..jsonM.
 # n_expected = -1 replaces the whole history instead (a clear, then an add).
 # Returns {-1} cold | {0} changed meanwhile | {1, last_outbox_entry_id}.
 _REPLACE = """
-local meta, list, hid, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, list, rsv, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local m = hot(meta, list, 'n', 'h', 'io')
 if not m then return {-1} end
 if tonumber(m[2]) > 0 or tonumber(m[3] or '0') > 0 then return {0} end
@@ -467,7 +467,7 @@ return {1, id}
 """
 
 # Drop a session's hot copy and index entry (delete, cleanup), unless it was
-# written after ARGV[2] or has writes in flight. KEYS: meta, list, hidden, index, gen.
+# written after ARGV[2] or has writes in flight. KEYS: meta, list, reserved, index, gen.
 # ARGV: session_id, not_after_ms. Returns {0} kept | {1, last_seq or -1 when not hot}.
 _DROP = """
 local m = redis.call('HMGET', KEYS[1], 'p', 'h', 'io', 'n')
@@ -484,7 +484,7 @@ return {1, tonumber(m[4] or '-1')}
 """
 
 # Drop a session's hot copy if nothing in it is pending, and bump its eviction
-# generation. KEYS: meta, list, hidden, gen.
+# generation. KEYS: meta, list, reserved, gen.
 _EVICT = """
 local m = redis.call('HMGET', KEYS[1], 'p', 'h', 'io')
 if not m[1] then return 1 end
@@ -501,12 +501,12 @@ return 1
 # landed operation is completed, any other is rolled back, exactly as the
 # writer's own settle would have done. An add rolled back also queues an 'x'
 # delete, in case its transaction commits after all.
-# KEYS: meta, list, hidden, outbox, inflight.
+# KEYS: meta, list, reserved, outbox, inflight.
 # ARGV: op_id, session_id, landed (1|0), hot, then envelopes: an add that landed,
 # its items (from SQL); a pop not landed, the item to put back.
 # Returns 1 if the operation was taken over, 0 if it had already settled.
 _RECOVER = """
-local meta, list, hid, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, sid, landed, hotn = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
 if redis.call('HDEL', inflight, id) == 0 then return 0 end
 local live = hot(meta, list, 'n') ~= nil
@@ -519,7 +519,7 @@ if kind == 'a' then
   local count = tonumber(string.sub(rest, 1, string.find(rest, '|', 1, true) - 1))
   local seqs = {}
   for i = 1, count do seqs[i] = a + i - 1 end
-  redis.call('SREM', hid, unpack(seqs))
+  redis.call('SREM', rsv, unpack(seqs))
   if live then redis.call('HINCRBY', meta, 'h', -count) end
   if landed then
     if live then

@@ -42,6 +42,7 @@ from sqlalchemy import (
     insert,
     not_,
     select,
+    tuple_,
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -51,7 +52,7 @@ from sqlalchemy.pool import StaticPool
 
 from ._errors import ConfigurationError, StorageUnavailableError
 
-__all__ = ["Op", "SqlTier", "build_tables", "refused_by_constraint"]
+__all__ = ["Op", "SeqCollisionError", "SqlTier", "build_tables", "refused_by_constraint"]
 
 
 def build_tables(sessions_table: str, messages_table: str) -> tuple[MetaData, Table, Table]:
@@ -270,28 +271,61 @@ class SqlTier:
         if not rows:
             return
         sids = sorted({r[0] for r in rows})
+        m = self.messages
         if self._many is not None:
             # PostgreSQL: two statements whatever the batch size, the rows as arrays.
             touch, plain, idem = self._many
             await conn.execute(touch, {"sids": sids})
             cols = {"sid": [r[0] for r in rows], "seqs": [r[1] for r in rows]}
-            await conn.execute(
-                idem if idempotent else plain, cols | {"datas": [r[2] for r in rows]}
+            cols["datas"] = [r[2] for r in rows]
+            if not idempotent:
+                await conn.execute(plain, cols)
+                return
+            done = await conn.execute(idem.returning(m.c.session_id, m.c.seq), cols)
+        else:
+            payload = [{"session_id": s, "seq": q, "message_data": d} for s, q, d in rows]
+            up = self._insert(self.sessions).values([{"session_id": s} for s in sids])
+            up = up.on_conflict_do_update(
+                index_elements=[self.sessions.c.session_id],
+                set_={"updated_at": func.current_timestamp()},
             )
-            return
-        payload = [{"session_id": s, "seq": q, "message_data": d} for s, q, d in rows]
-        up = self._insert(self.sessions).values([{"session_id": s} for s in sids])
-        up = up.on_conflict_do_update(
-            index_elements=[self.sessions.c.session_id],
-            set_={"updated_at": func.current_timestamp()},
+            await conn.execute(up)
+            ins = self._insert(m)
+            if not idempotent:
+                await conn.execute(ins, payload)
+                return
+            ins = ins.on_conflict_do_nothing(index_elements=[m.c.session_id, m.c.seq])
+            done = await conn.execute(ins.returning(m.c.session_id, m.c.seq), payload)
+        inserted = {(r[0], int(r[1])) for r in done.all()}
+        if len(inserted) < len(rows):
+            await self._check_replayed(conn, [r for r in rows if (r[0], r[1]) not in inserted])
+
+    async def _check_replayed(
+        self, conn: AsyncConnection, rows: list[tuple[str, int, str]]
+    ) -> None:
+        """Rows an idempotent insert skipped must be replays: the same item at the same seq.
+
+        A different item at that seq means Redis handed out a seq SQL had already
+        used (Redis lost writes SQL has, e.g. restored from an older snapshot).
+        Skipping it would lose the item silently: raise, so the entry is retried
+        and then kept in the dead-letter stream.
+        """
+        m = self.messages
+        keys = [(sid, seq) for sid, seq, _ in rows]
+        stored = await conn.execute(
+            select(m.c.session_id, m.c.seq, m.c.message_data).where(
+                tuple_(m.c.session_id, m.c.seq).in_(keys)
+            )
         )
-        await conn.execute(up)
-        ins = self._insert(self.messages)
-        if idempotent:
-            ins = ins.on_conflict_do_nothing(
-                index_elements=[self.messages.c.session_id, self.messages.c.seq]
-            )
-        await conn.execute(ins, payload)
+        have = {(r[0], int(r[1])): r[2] for r in stored.all()}
+        for sid, seq, data in rows:
+            old = have.get((sid, seq))
+            if old is not None and old != data:
+                raise StorageUnavailableError(
+                    f"session {sid!r}: seq {seq} already holds a different item in SQL (Redis "
+                    "lost writes SQL has: restored from an older snapshot?). The entry is kept "
+                    "in the dead-letter stream; see README, 'When Redis is down or partitioned'"
+                ) from SeqCollisionError(sid, seq)
 
     async def insert_new(self, session_id: str, first: int, datas: Sequence[str]) -> None:
         """Commit one write-through batch (seqs ``first``...) and touch its session.
@@ -433,6 +467,15 @@ def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
     finally:
         cursor.close()
+
+
+class SeqCollisionError(Exception):
+    """A seq SQL already holds with a different item (the cause of a refused flush)."""
+
+    def __init__(self, session_id: str, seq: int) -> None:
+        super().__init__(f"session {session_id!r}: seq {seq} holds another item")
+        self.session_id = session_id
+        self.seq = seq
 
 
 def _describe(e: BaseException) -> str:

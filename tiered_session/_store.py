@@ -295,7 +295,7 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
 
     @staticmethod
     def _skeys(k: SessionKeys) -> list[bytes]:
-        return [k.meta, k.items, k.hidden, k.shard.outbox, k.shard.inflight, k.shard.index]
+        return [k.meta, k.items, k.reserved, k.shard.outbox, k.shard.inflight, k.shard.index]
 
     # ------------------------------------------------------------------ warming
     async def _warm(self, k: SessionKeys) -> None:
@@ -317,7 +317,7 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
             envs = [envelope(q, d.encode()) for q, d in rows]
             res = await self._script(
                 "warm",
-                [k.meta, k.items, k.hidden, k.gen],
+                [k.meta, k.items, k.reserved, k.gen],
                 [n, floor, int(full), self._ttl_ms, gen, *envs],
             )
             if res == -2:
@@ -606,7 +606,7 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         await self._ready()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if await self._script("evict", [k.meta, k.items, k.hidden, k.gen], []):
+            if await self._script("evict", [k.meta, k.items, k.reserved, k.gen], []):
                 return
             if self._flusher is not None:
                 self._flusher.wake()

@@ -103,7 +103,7 @@ class WriteThroughMixin:
 
     async def _resync(self, k: SessionKeys, first: int, e: StorageUnavailableError) -> None:
         """SQL already holds a seq Redis just assigned: Redis lost writes SQL has."""
-        dropped = await self._script("evict", [k.meta, k.items, k.hidden, k.gen], [])
+        dropped = await self._script("evict", [k.meta, k.items, k.reserved, k.gen], [])
         log.error(
             "session %r: SQL already has seq %d that Redis just assigned (Redis lost writes: "
             "restored from an older snapshot, or restarted without its last writes); %s",
@@ -127,7 +127,7 @@ class WriteThroughMixin:
         ``ordered`` (a committed add): wait, up to a second, until earlier adds
         of the session are settled, so batches become visible in seq order.
         """
-        keys = [k.meta, k.items, k.hidden, k.shard.inflight, k.shard.outbox]
+        keys = [k.meta, k.items, k.reserved, k.shard.inflight, k.shard.outbox]
         args = [op_id, int(ok), self._hot, *tail]
         if ordered:
             args[1] = 3

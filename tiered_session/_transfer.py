@@ -132,7 +132,7 @@ async def restore_session(
     # A stale hot copy (say, of a cleared session) must not hide the restored items.
     k = store.keys.session(sid)
     await store._script(
-        "drop", [k.meta, k.items, k.hidden, k.shard.index, k.gen], [sid, int(time.time() * 1000)]
+        "drop", [k.meta, k.items, k.reserved, k.shard.index, k.gen], [sid, int(time.time() * 1000)]
     )
     return "imported"
 
