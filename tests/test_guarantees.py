@@ -265,6 +265,35 @@ async def test_more_concurrent_calls_than_pooled_connections(real_backend: Backe
         await store.aclose()
 
 
+@pytest.mark.servers
+async def test_write_through_bursts_share_a_fixed_sql_pool(real_backend: Backend) -> None:
+    """from_url gives PostgreSQL a fixed pool: no overflow connection opened and closed per call.
+
+    More concurrent write-through adds than pooled connections wait for one, and
+    the pool never holds more than pool_size connections.
+    """
+    b = real_backend
+    store = TieredStore.from_url(b.redis_url, b.sql_url, write_mode="through", **b.options())
+    opened: list[object] = []
+    event.listen(store.engine.sync_engine, "connect", lambda *a: opened.append(a))
+    try:
+        pool = store.engine.pool
+        assert pool.size() == 10 and pool._max_overflow == 0  # type: ignore[attr-defined]
+        sessions = [store.session(f"tburst{i}") for i in range(64)]
+        for turn in range(3):
+            await asyncio.gather(*(s.add_items([msg(turn)]) for s in sessions))
+        got = await asyncio.gather(*(s.get_items() for s in sessions))
+        assert got == [[msg(0), msg(1), msg(2)]] * 64
+        assert len(opened) <= 10
+    finally:
+        await store.aclose()
+    custom = TieredStore.from_url(
+        b.redis_url, b.sql_url, engine_kwargs={"pool_size": 3, "max_overflow": 2}, **b.options()
+    )
+    assert custom.engine.pool.size() == 3
+    await custom.aclose()
+
+
 async def test_reads_and_writes_race_evictions(make_store: StoreFactory) -> None:
     store = make_store(hot_items=4)
     s = store.session("churn")
