@@ -68,8 +68,8 @@ class Sample:
 class Sizes:
     """How much work each workload does per cell."""
 
-    calls: int = 200
-    warmup: int = 10
+    calls: int = 500
+    warmup: int = 30
     concurrent_sessions: int = 64
     concurrent_turns: int = 50
     workers: int = 4
