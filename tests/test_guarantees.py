@@ -63,7 +63,7 @@ class SqlSpy:
 
 
 class CommandSpy:
-    """Records the Redis commands a store sends on its hot path (scripts by name)."""
+    """Records the Redis commands a store ran on its hot path (scripts by name)."""
 
     def __init__(self, store: TieredStore) -> None:
         self.calls: list[str] = []
@@ -71,8 +71,9 @@ class CommandSpy:
         send = store._send
 
         async def spy(*args: Any) -> Any:
+            reply = await send(*args)  # (an EVALSHA refused with NOSCRIPT is not counted)
             self.calls.append(names[args[1]] if args[0] == "EVALSHA" else str(args[0]))
-            return await send(*args)
+            return reply
 
         store._send = spy
 
@@ -143,6 +144,27 @@ async def test_idle_flushed_sessions_expire(make_store: StoreFactory, backend: B
     assert 0 < await backend.redis.pttl(k.items) <= 30_000
     await backend.redis.delete(k.meta, k.items)  # as if expired
     assert await s.get_items() == [msg(1)]
+
+
+async def test_reads_refresh_the_expiry_at_most_every_quarter_ttl(
+    make_store: StoreFactory, backend: Backend
+) -> None:
+    """A session that is only read stays hot; the refresh costs a script call rarely."""
+    store = make_store(hot_items=3, hot_ttl=40, run_flusher=False)
+    s = store.session("read-only")
+    await s.add_items([msg(1)])
+    await Flusher(store).drain()
+    k = store.keys.session("read-only")
+    await backend.redis.pexpire(k.meta, 1_000)  # as if the last write were 39 s ago
+    await backend.redis.pexpire(k.items, 1_000)
+    commands = CommandSpy(store)
+    assert await s.get_items() == [msg(1)]
+    assert commands.calls == ["LRANGE"]  # refreshed less than ttl/4 ago (by the write)
+    store._touched[k.meta] -= 11  # 11 s later: more than ttl/4 since the last refresh
+    assert await s.get_items() == [msg(1)]
+    assert commands.calls == ["LRANGE", "LRANGE", "touch"]
+    assert 30_000 < await backend.redis.pttl(k.meta) <= 40_000
+    assert 30_000 < await backend.redis.pttl(k.items) <= 40_000
 
 
 async def test_concurrent_cold_start_installs_once(make_store: StoreFactory) -> None:
