@@ -134,14 +134,15 @@ end
 # enter the list when their SQL commit is done, see settle).
 # KEYS: meta, list, reserved, outbox, inflight, index.
 # ARGV: mode ('b' behind | 't' through), hot, ttl_ms, max_backlog, session_id,
-#       now_ms, json1..jsonN.
+#       now_ms, then json1..jsonN (behind) or the item count (through: the items
+#       themselves only travel with the settle, after the commit).
 # Returns {first_seq} | {-1} cold | {-2} backlog full.
 _ADD = """
 local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local m = hot(meta, list, 'n', 'p')
 if not m then return {-1} end
 local mode, hotn, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local count = #ARGV - 6
+local count = mode == 'b' and #ARGV - 6 or tonumber(ARGV[7])
 local p = tonumber(m[2])
 if mode == 'b' then
   local maxb = tonumber(ARGV[4])

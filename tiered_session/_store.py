@@ -471,7 +471,7 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
             self.config.max_backlog,
             k.session_id,
             now,
-            *datas,
+            *(datas if self._behind else (len(datas),)),
         ]
         for _ in range(_WARM_ATTEMPTS):
             res = await self._script("add", self._skeys(k), args)
