@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from tiered_session import Flusher, TieredSession, TieredStore
+from tiered_session import Flusher, StorageUnavailableError, TieredSession, TieredStore
 from tiered_session._sql import Op
 
 from .conftest import Backend, StoreFactory
@@ -379,3 +379,35 @@ async def test_a_reused_seq_with_another_item_is_dead_lettered_not_dropped(
     async with store.sql.begin() as conn:
         await store.sql.apply(conn, [op])
     assert len(await store.sql.latest("lost", None, None)) == 3
+
+
+async def test_a_session_missing_one_of_its_keys_is_rewarmed_or_refused(
+    make_store: StoreFactory, backend: Backend, write_mode: str
+) -> None:
+    """Redis dropping one key of a session (a maxmemory eviction) never yields a wrong answer.
+
+    With nothing pending, the session re-warms from SQL. With writes pending
+    (write-behind, not flushed yet), resetting its counters could reuse seqs:
+    the call is refused with an error that names the Redis setting to fix.
+    """
+    store = make_store(hot_items=3, run_flusher=False)
+    s = store.session("half")
+    k = store.keys.session("half")
+    flusher = Flusher(store)
+    await s.add_items([msg(i) for i in range(5)])
+    await flusher.drain()
+    await backend.redis.delete(k.items)  # the list is gone, the metadata hash is not
+    assert await s.get_items() == [msg(i) for i in range(5)]
+    assert await s.get_items(limit=2) == [msg(3), msg(4)]
+    await s.add_items([msg(5)])
+    assert await s.get_items(limit=2) == [msg(4), msg(5)]
+    if write_mode == "behind":
+        await backend.redis.delete(k.items)  # msg(5) is still only in the outbox
+        with pytest.raises(StorageUnavailableError, match="maxmemory-policy noeviction"):
+            await s.get_items()
+        with pytest.raises(StorageUnavailableError, match="maxmemory-policy noeviction"):
+            await s.add_items([msg(6)])
+    await flusher.drain()
+    await flusher.release()
+    rows = [json.loads(d) for _, d in await store.sql.latest("half", None, None)]
+    assert rows == [msg(i) for i in range(6)]
