@@ -21,6 +21,8 @@ def test_docker_compose_services_ports_and_health() -> None:
     assert "5432:5432" in pg["ports"]
     assert "--appendonly" in redis["command"]
     assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    # Memory pressure must never drop one key of a session (see README, "Storage layout").
+    assert redis["command"][redis["command"].index("--maxmemory-policy") + 1] == "noeviction"
     for svc in (redis, pg):
         assert svc["healthcheck"]["test"]
         assert svc["volumes"]
