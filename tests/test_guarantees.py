@@ -78,7 +78,7 @@ class CommandSpy:
         store._send = spy
 
 
-async def test_hot_reads_are_one_script_call_and_no_sql(
+async def test_hot_reads_are_one_plain_command_and_no_sql(
     make_store: StoreFactory, backend: Backend
 ) -> None:
     store = make_store(hot_items=50, run_flusher=False)
