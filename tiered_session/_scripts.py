@@ -26,9 +26,11 @@ items live in SQL), or it holds as many items as were asked for. The list
 only ever holds committed-or-accepted items: a write-through batch reserves
 its seqs (``…:h:<id>``, the set of reserved seqs) and enters the list once its
 SQL commit is done. A session's metadata hash and list exist together; a
-script that finds either missing treats the session as not in Redis. The shard's session index
-(``…:idx``, a sorted set) maps every session id to the time of its last write
-(milliseconds), so sessions can be listed before their items reach SQL.
+script that finds either missing treats the session as not in Redis.
+
+The shard's session index (``…:idx``, a sorted set) maps every session id to
+the time of its last write (milliseconds), so sessions can be listed before
+their items reach SQL.
 
 Example:
     >>> from tiered_session._scripts import SCRIPTS
