@@ -96,17 +96,18 @@ local function putback(meta, list, env) insert(meta, list, env, false) end
 -- already in (its writer stopped waiting), each item goes to its place. When
 -- the list holds the whole history it takes even items below the floor (a
 -- clear accepted while the batch was in flight keeps them).
-local function publish(meta, list, from, first)
-  if from > #ARGV then return end
-  local m = redis.call('HMGET', meta, 'f', 'full')
-  local whole = m[2] == '1'
-  if not whole and first < tonumber(m[1]) then return end  -- below the floor: SQL has it
+-- `f`, `full`: the session's floor and whole-history flag. Returns the list's
+-- length after a single RPUSH (nil otherwise).
+local function publish(meta, list, from, first, f, full)
+  if from > #ARGV then return nil end
+  local whole = full == '1'
+  if not whole and first < tonumber(f) then return nil end  -- below the floor: SQL has it
   local tail = redis.call('LINDEX', list, -1)
   if string.sub(tail, 1, 1) == '#' or seqof(tail) < first then
-    redis.call('RPUSH', list, unpack(ARGV, from))
-    return
+    return redis.call('RPUSH', list, unpack(ARGV, from))
   end
   for i = from, #ARGV do insert(meta, list, ARGV[i], whole) end
+  return nil
 end
 -- Drop the oldest items beyond the hot window, but only items already in SQL
 -- (seq <= w); move the floor up to the new oldest item. `len`: LLEN if known.
@@ -128,6 +129,39 @@ local function trim(meta, list, window, len)
   if k > 0 then
     redis.call('LTRIM', list, k, -1)  -- the header and k - 1 items; index 0 becomes the header
     setfloor(meta, list, 0, seqof(redis.call('LINDEX', list, 1)))
+  end
+end
+-- Finish a write-through add (by its writer, or by recovery): release its
+-- reserved seqs, then add the committed items (envelopes from ARGV[from]), or,
+-- when it failed and `undo`, queue a delete of those seqs in case the commit
+-- landed after all. `m`: {h, f, full} of the session, nil when not in Redis.
+local function finish_add(meta, list, rsv, outbox, m, ok, undo, first, count, sid, from, window)
+  local seqs = {}
+  for i = 1, count do seqs[i] = first + i - 1 end
+  redis.call('SREM', rsv, unpack(seqs))
+  if m then redis.call('HINCRBY', meta, 'h', -count) end
+  if ok then
+    if m then trim(meta, list, window, publish(meta, list, from, first, m[2], m[3])) end
+  elseif undo then
+    redis.call('XADD', outbox, '*', 'o', 'x', 's', sid, 'q', first, 'c', count)
+    if m then
+      redis.call('HINCRBY', meta, 'p', 1)
+      redis.call('HINCRBY', meta, 'pb', 1)
+      redis.call('PERSIST', meta)
+      redis.call('PERSIST', list)
+    end
+  end
+end
+-- Finish a write-through pop or clear: when it did not reach SQL, undo it in
+-- Redis (put the item back; a clear leaves the list not whole).
+local function finish_take(meta, list, m, ok, kind, env)
+  if not m then return end
+  redis.call('HINCRBY', meta, 'io', -1)
+  if ok then return end
+  if kind == 'c' then
+    setfloor(meta, list, 0, m[2])
+  elseif env and env ~= '' then
+    putback(meta, list, env)
   end
 end
 """
@@ -281,46 +315,20 @@ return {1, n, unpack(keep)}
 # Returns 1, 2 (wait), or 0 when the operation was already taken over by recovery.
 _SETTLE = """
 local meta, list, rsv, inflight, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-if ARGV[2] == '3' and tonumber(redis.call('HGET', meta, 'h') or '0') > tonumber(ARGV[6]) then
+local m = hot(meta, list, 'h', 'f', 'full')
+if ARGV[2] == '3' and m and tonumber(m[1]) > tonumber(ARGV[6]) then
   local first = tonumber(ARGV[5])
   for _, s in ipairs(redis.call('SMEMBERS', rsv)) do
     if tonumber(s) < first then return 2 end
   end
 end
 if redis.call('HDEL', inflight, ARGV[1]) == 0 then return 0 end
-local ok, hotn, kind = ARGV[2] ~= '0', tonumber(ARGV[3]), ARGV[4]
-local live = hot(meta, list, 'n') ~= nil
-local undo = kind == 'a'
-if kind == 'A' then kind = 'a' end
-if kind == 'a' then
-  local first, count = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local seqs = {}
-  for i = 1, count do seqs[i] = first + i - 1 end
-  redis.call('SREM', rsv, unpack(seqs))
-  if live then redis.call('HINCRBY', meta, 'h', -count) end
-  if ok then
-    if live then
-      publish(meta, list, 8, first)
-      trim(meta, list, hotn)
-    end
-  elseif undo then
-    redis.call('XADD', outbox, '*', 'o', 'x', 's', ARGV[7], 'q', first, 'c', count)
-    if live then
-      redis.call('HINCRBY', meta, 'p', 1)
-      redis.call('HINCRBY', meta, 'pb', 1)
-      redis.call('PERSIST', meta)
-      redis.call('PERSIST', list)
-    end
-  end
+local ok, kind = ARGV[2] ~= '0', ARGV[4]
+if kind == 'a' or kind == 'A' then
+  finish_add(meta, list, rsv, outbox, m, ok, kind == 'a', tonumber(ARGV[5]), tonumber(ARGV[6]),
+    ARGV[7], 8, tonumber(ARGV[3]))
 else
-  if live then redis.call('HINCRBY', meta, 'io', -1) end
-  if not ok and live then
-    if kind == 'c' then
-      setfloor(meta, list, 0, redis.call('HGET', meta, 'f'))
-    else
-      putback(meta, list, ARGV[5])
-    end
-  end
+  finish_take(meta, list, m, ok, kind, ARGV[5])
 end
 return 1
 """
@@ -510,9 +518,9 @@ return 1
 # Returns 1 if the operation was taken over, 0 if it had already settled.
 _RECOVER = """
 local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, sid, landed, hotn = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+local id, sid, landed = ARGV[1], ARGV[2], ARGV[3] == '1'
 if redis.call('HDEL', inflight, id) == 0 then return 0 end
-local live = hot(meta, list, 'n') ~= nil
+local m = hot(meta, list, 'h', 'f', 'full')
 local kind = string.sub(id, 1, 1)
 local rest = string.sub(id, 3)
 local sep = string.find(rest, '|', 1, true)
@@ -520,31 +528,9 @@ local a = tonumber(string.sub(rest, 1, sep - 1))
 if kind == 'a' then
   rest = string.sub(rest, sep + 1)
   local count = tonumber(string.sub(rest, 1, string.find(rest, '|', 1, true) - 1))
-  local seqs = {}
-  for i = 1, count do seqs[i] = a + i - 1 end
-  redis.call('SREM', rsv, unpack(seqs))
-  if live then redis.call('HINCRBY', meta, 'h', -count) end
-  if landed then
-    if live then
-      publish(meta, list, 5, a)
-      trim(meta, list, hotn)
-    end
-  else
-    redis.call('XADD', outbox, '*', 'o', 'x', 's', sid, 'q', a, 'c', count)
-    if live then
-      redis.call('HINCRBY', meta, 'p', 1)
-      redis.call('HINCRBY', meta, 'pb', 1)
-      redis.call('PERSIST', meta)
-      redis.call('PERSIST', list)
-    end
-  end
-elseif live then
-  redis.call('HINCRBY', meta, 'io', -1)
-  if not landed and kind == 'c' then
-    setfloor(meta, list, 0, redis.call('HGET', meta, 'f'))
-  elseif not landed and ARGV[5] and ARGV[5] ~= '' then
-    putback(meta, list, ARGV[5])
-  end
+  finish_add(meta, list, rsv, outbox, m, landed, true, a, count, sid, 5, tonumber(ARGV[4]))
+else
+  finish_take(meta, list, m, landed, kind, ARGV[5])
 end
 return 1
 """
