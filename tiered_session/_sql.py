@@ -150,6 +150,8 @@ class SqlTier:
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         # PostgreSQL: the write-through insert, compiled once for the asyncpg driver.
         self._add_sql = _compile_add(engine, self.sessions, self.messages)
+        #: PostgreSQL through asyncpg: hot statements go to the driver directly
+        self.direct = self._add_sql is not None
         self._many = _insert_many(self.sessions, self.messages) if dialect == "postgresql" else None
         # SQLite allows one writer: serialise this process's transactions on the
         # engine (shared by every store using it) instead of failing on locks.
@@ -227,7 +229,7 @@ class SqlTier:
         if limit is not None:
             params["lim"] = limit
         stmt = self._latest_stmt(before is not None, limit is not None)
-        if self._add_sql is not None:
+        if self.direct:
             text, order = self._compiled(stmt)
             async with self.driver() as pg:
                 found = await pg.fetch(text, *(params[name] for name in order))
@@ -334,9 +336,9 @@ class SqlTier:
         INSERT adds the rows from two arrays) run in autocommit: one round trip
         instead of four (BEGIN, upsert, insert, COMMIT), atomic, compiled once.
         Elsewhere it is one transaction. A duplicate ``(session_id, seq)`` raises
-        ``StorageUnavailableError`` caused by ``sqlalchemy.exc.IntegrityError``.
+        ``StorageUnavailableError`` for which :func:`refused_by_constraint` is true.
         """
-        if self._add_sql is None:
+        if not self.direct:
             rows = [(session_id, first + i, d) for i, d in enumerate(datas)]
             async with self.begin() as conn:
                 await self.insert(conn, rows, idempotent=False)
@@ -347,7 +349,7 @@ class SqlTier:
 
     async def delete_one(self, session_id: str, seq: int) -> None:
         """Commit a write-through pop: one autocommit statement (asyncpg) or one transaction."""
-        if self._add_sql is None:
+        if not self.direct:
             async with self.begin() as conn:
                 await self.delete_seq(conn, session_id, seq)
             return

@@ -562,7 +562,7 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         try:
             return await aw
         except (RedisError, OSError) as e:
-            raise StorageUnavailableError(f"Redis unreachable: {e}") from e
+            raise _unreachable(e) from e
 
     # ------------------------------------------------------------------ operations
     async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
