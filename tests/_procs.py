@@ -15,21 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from tiered_session import TieredStore
+from tiered_session._cli_common import store_from_args
 
 
 async def writer(args: argparse.Namespace, log: TextIO | None = None) -> dict[str, Any]:
-    store = TieredStore.from_url(
-        args.redis_url,
-        args.sql_url,
-        key_prefix=args.key_prefix,
-        sessions_table=args.sessions_table,
-        messages_table=args.messages_table,
-        outbox_shards=args.shards,
-        write_mode=args.mode,
-        run_flusher=False,
-        hot_items=args.hot_items,
-    )
+    store = store_from_args(args, write_mode=args.mode, run_flusher=False, hot_items=args.hot_items)
     expected: dict[str, list[Any]] = {f"s{i}": [] for i in range(args.sessions)}
     counts = {"items": 0, "pops": 0, "clears": 0}
     async with store:

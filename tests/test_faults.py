@@ -26,7 +26,12 @@ from typing import Any
 
 import pytest
 
-from tiered_session import BackpressureError, StorageUnavailableError, TieredStore
+from tiered_session import (
+    BackpressureError,
+    StorageUnavailableError,
+    TieredSession,
+    TieredStore,
+)
 
 from .conftest import PG_URL, REDIS_URL, REQUIRE, Backend, require_servers
 
@@ -311,19 +316,29 @@ def _pair(redis_url: str, b: Backend, **extra: Any) -> tuple[TieredStore, Tiered
     return through, behind
 
 
-async def test_redis_restarted_empty(
-    private_redis: PrivateRedis, real_backend: Backend, stores: list[TieredStore]
-) -> None:
-    through, behind = _pair(private_redis.url, real_backend)
+async def _filled_pair(
+    redis_url: str, b: Backend, stores: list[TieredStore], **extra: Any
+) -> tuple[TieredStore, TieredStore, TieredSession, TieredSession, list[Any], list[Any]]:
+    """A write-through and a write-behind store, each with a session of 8 items in SQL."""
+    through, behind = _pair(redis_url, b, **extra)
     stores += [through, behind]
     await through.start()
     await behind.start()
-    t, b = through.session("t"), behind.session("b")
+    t, s = through.session("t"), behind.session("b")
     items_t = [msg(f"t{i}") for i in range(8)]
     items_b = [msg(f"b{i}") for i in range(8)]
     await t.add_items(items_t)
-    await b.add_items(items_b)
+    await s.add_items(items_b)
     await behind.flush(timeout=10)
+    return through, behind, t, s, items_t, items_b
+
+
+async def test_redis_restarted_empty(
+    private_redis: PrivateRedis, real_backend: Backend, stores: list[TieredStore]
+) -> None:
+    through, behind, t, b, items_t, items_b = await _filled_pair(
+        private_redis.url, real_backend, stores
+    )
 
     private_redis.kill()
     # Reads are served from SQL (degraded), writes are refused in both modes.
@@ -352,16 +367,9 @@ async def test_redis_restarted_empty(
 async def test_redis_paused_past_client_timeout_then_resumed_with_old_data(
     private_redis: PrivateRedis, real_backend: Backend, stores: list[TieredStore]
 ) -> None:
-    through, behind = _pair(private_redis.url, real_backend, redis_kwargs={"socket_timeout": 0.5})
-    stores += [through, behind]
-    await through.start()
-    await behind.start()
-    t, b = through.session("t"), behind.session("b")
-    items_t = [msg(f"t{i}") for i in range(8)]
-    items_b = [msg(f"b{i}") for i in range(8)]
-    await t.add_items(items_t)
-    await b.add_items(items_b)
-    await behind.flush(timeout=10)
+    through, behind, t, b, items_t, items_b = await _filled_pair(
+        private_redis.url, real_backend, stores, redis_kwargs={"socket_timeout": 0.5}
+    )
 
     private_redis.pause()
     paused = time.monotonic()

@@ -22,10 +22,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._workload import turn_items
 from ._backends import AsyncpgFloor, Backend, BenchEnv, TieredBehind
+
+if TYPE_CHECKING:
+    from .._store import TieredStore
 
 __all__ = ["Sample", "Sizes", "Workload", "make_workloads"]
 
@@ -108,6 +111,15 @@ def _items(n: int, session: int = 0) -> list[Any]:
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise WrongResult(msg)
+
+
+async def _check_sql(store: TieredStore, sent: dict[str, list[list[Any]]]) -> None:
+    """Every session's rows in SQL are its sent batches, in order."""
+    for sid, batches in sent.items():
+        rows = await store.sql.latest(sid, None, None)
+        want = [x for bt in batches for x in bt]
+        got = [json.loads(d) for _, d in rows]
+        _check(got == want, f"SQL rows of {sid} differ ({len(got)} rows, {len(want)} sent)")
 
 
 async def _timed(n: int, call: Callable[[int], Awaitable[Any]]) -> list[int]:
@@ -485,10 +497,7 @@ class FlusherThroughput(Workload):
         seconds = time.perf_counter() - start
         await flusher.release()
         _check(moved == n_sessions * turns, f"flusher moved {moved} entries")
-        for sid in sids:
-            stored = await store.sql.latest(sid, None, None)
-            want = [x for bt in batches[sid] for x in bt]
-            _check([json.loads(d) for _, d in stored] == want, f"SQL rows of {sid} differ")
+        await _check_sql(store, batches)
         return Sample([], n_items, seconds)
 
 
@@ -543,11 +552,7 @@ class FlushLag(Workload):
         stop.set()
         await sampler
         await store.flush(timeout=60)
-        for sid in sids:
-            rows = await store.sql.latest(sid, None, None)
-            want = [x for bt in sent[sid] for x in bt]
-            got = [json.loads(d) for _, d in rows]
-            _check(got == want, f"SQL rows of {sid} differ ({len(got)} rows, {len(want)} sent)")
+        await _check_sql(store, sent)
         return Sample(lags, k, seconds)
 
 
