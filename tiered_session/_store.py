@@ -326,6 +326,8 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
                     "are pending (was it evicted by a maxmemory policy?). Run Redis with "
                     "maxmemory-policy noeviction (or volatile-*: pending keys carry no expiry)"
                 )
+            if res == 1:  # installed with a fresh expiry: no refresh due for a while
+                self._touched[k.meta] = time.monotonic()
             if res != -1:
                 return
         raise StorageUnavailableError(
@@ -401,7 +403,10 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         return self._decode_rows(k, rows) + items
 
     def _touch_due(self, k: SessionKeys) -> bool:
-        """Whether a read should refresh the session's expiry (at most every hot_ttl / 4)."""
+        """Whether this call should refresh the session's expiry (at most every hot_ttl / 4).
+
+        A True answer counts as the refresh: the caller sends it with its call.
+        """
         if self._ttl_ms <= 0:
             return False
         now = time.monotonic()
