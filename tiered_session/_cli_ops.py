@@ -267,9 +267,11 @@ async def _with_sql(
 ) -> int:
     config = StoreConfig(sessions_table=args.sessions_table, messages_table=args.messages_table)
     engine = _engine_from_url(args.sql_url, {})
+    sql = SqlTier(engine, config.sessions_table, config.messages_table)
     try:
-        return await func(SqlTier(engine, config.sessions_table, config.messages_table), args)
+        return await func(sql, args)
     finally:
+        await sql.close()
         await engine.dispose()
 
 

@@ -258,6 +258,7 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
                     len(self._unsettled),
                     e,
                 )
+        await self.sql.close()
         if self._owns_redis:
             await self.redis.aclose()
         if self._owns_engine:
@@ -708,6 +709,7 @@ def _engine_from_url(url: str, engine_kwargs: dict[str, Any]) -> AsyncEngine:
         # overflow, 6,000/s with 10 + 0). Callers beyond the pool wait pool_timeout.
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_use_lifo", True)
     try:
         return create_async_engine(url, **kwargs)
     except Exception as e:
