@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from tiered_session import TieredStore
-from tiered_session._redis_io import LeanConnectionPool, command_sender
+from tiered_session._redis_io import LeanConnectionPool, command_sender, pack_command
 
 from .conftest import PG_URL, REDIS_URL, Backend
 from .test_faults import PrivateRedis, private_redis  # noqa: F401 - fixture
@@ -114,3 +114,35 @@ async def test_pooled_connections_survive_a_redis_restart(
             for s in sessions:
                 await s.clear_session()
             await store.flush(timeout=10)
+
+
+def test_pack_command_writes_what_redis_py_writes() -> None:
+    from redis.asyncio.connection import Connection
+    from redis.exceptions import DataError
+
+    conn = Connection()
+    args = (
+        "EVALSHA",
+        "ab" * 20,
+        2,
+        b"k:1",
+        "k:\u00e9",
+        -7,
+        1.5,
+        b"",
+        memoryview(b"mv"),
+        b"x" * 70_000,
+    )
+    assert pack_command(conn.encoder.encode, args) == b"".join(
+        bytes(p) for p in conn.pack_command(*args)
+    )
+    with pytest.raises(DataError):
+        pack_command(conn.encoder.encode, ("SET", b"k", True))
+
+
+async def test_commands_larger_than_one_socket_write_arrive_whole(lean: Redis) -> None:
+    send = command_sender(lean)
+    big = [bytes([65 + i]) * 300_000 for i in range(4)]  # beyond the straight-write size
+    replies = await asyncio.gather(*(send("RPUSH", KEY, v) for v in big))
+    assert sorted(replies) == [1, 2, 3, 4]
+    assert sorted(await send("LRANGE", KEY, 0, -1)) == big

@@ -9,8 +9,10 @@ straight over a pooled connection:
 - :class:`LeanConnectionPool` hands out an idle connection without a lock or a
   probe, and when all ``max_connections`` are busy makes callers wait (up to
   ``timeout`` seconds) instead of failing with "Too many connections".
-- :func:`command_sender` returns ``send(*args)``: check out, send, read the
-  reply, give the connection back. A connection that fails mid-command is
+- :func:`command_sender` returns ``send(*args)``: check out, write the command
+  (packed in one join, written straight to the socket: redis-py's write path
+  starts a task per command for its timeout), read the reply, give the
+  connection back. A connection that fails mid-command is
   disconnected by redis-py and reconnects on its next use. Nothing is retried:
   the store's writes are scripts that must run at most once.
 
@@ -34,7 +36,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["LeanConnectionPool", "Sender", "command_sender"]
+__all__ = ["LeanConnectionPool", "Sender", "command_sender", "pack_command"]
 
 Sender = Callable[..., Awaitable[Any]]
 
@@ -141,9 +143,40 @@ def command_sender(redis: Any) -> Sender:
     async def send(*args: Any) -> Any:
         conn = await get()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_packed_command(conn.pack_command(*args), False)
+            data = pack_command(conn.encoder.encode, args)
+            writer = conn._writer
+            if writer is None or len(data) > _WRITE_NOW_MAX or writer.transport.is_closing():
+                await conn.send_packed_command(data, False)  # connects, or chunks and drains
+            else:
+                writer.write(data)
+                if writer.transport.get_write_buffer_size():  # socket full: drain, with timeout
+                    await conn.send_packed_command([], False)
             return await conn.read_response()
         finally:
             await release(conn)
 
     return send
+
+
+#: a command up to this size is written straight to the socket
+_WRITE_NOW_MAX = 256 * 1024
+
+
+def pack_command(encode: Callable[[Any], bytes], args: tuple[Any, ...]) -> bytes:
+    """Pack one command in the Redis protocol, in one join.
+
+    The same bytes as redis-py's ``pack_command`` for commands whose name has no
+    space, at about a third of its cost (it re-joins a growing buffer per
+    argument). ``encode`` (the connection's encoder) handles types other than
+    bytes, str and int, and refuses the ones Redis cannot take.
+    """
+    out = [b"*%d\r\n" % len(args)]
+    put = out.append
+    for a in args:
+        t = type(a)
+        if t is not bytes:
+            a = a.encode() if t is str else b"%d" % a if t is int else encode(a)
+        put(b"$%d\r\n" % len(a))
+        put(a)
+        put(b"\r\n")
+    return b"".join(out)
