@@ -58,6 +58,7 @@ async def compaction_snapshot(
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         return None
     await store._ready()
+    await store._send_deferred(k)  # this store's own last add is settled, not pending
     for _ in range(3):
         res = await store._script("read", [k.meta, k.items], [limit + 1])
         if res[0] != COLD:
@@ -66,6 +67,8 @@ async def compaction_snapshot(
     else:
         return None
     full, _floor, envs = res
+    if any(e[:1] == b"~" for e in envs):
+        return None  # a write-through add is in flight: no stable tail to replace
     if len(envs) <= limit and not full:
         return None  # older items live below the hot window: no exact tail here
     complete = len(envs) <= limit
@@ -101,6 +104,7 @@ async def _replace(session: TieredSession, expected: list[bytes] | None, output:
     n_expected = -1 if expected is None else len(expected)
     args: list[Any] = [k.session_id, int(time.time() * 1000), store._hot, n_expected]
     keys = [k.meta, k.items, k.reserved, k.shard.outbox, k.shard.inflight, k.shard.index]
+    await store._send_deferred(k)
     for _ in range(3):
         res = await store._script("replace", keys, [*args, *(expected or ()), *datas])
         if int(res[0]) != COLD:

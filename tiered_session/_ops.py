@@ -266,7 +266,7 @@ class SessionOpsMixin:
         hot = unflushed = hot_bytes = 0
         if full is not None:
             for env in envs:
-                seq_text, _, data = env.partition(b"|")
+                seq_text, _, data = env.lstrip(b"~").partition(b"|")  # "~": pending
                 hot += 1
                 hot_bytes += len(data)
                 if int(pending or 0) > 0 and int(seq_text) > int(watermark or 0):

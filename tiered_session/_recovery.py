@@ -3,10 +3,10 @@
 A write-through add, pop or clear is recorded in its shard's ``inflight`` hash
 while its SQL transaction runs. If the writer dies (or its last Redis call never
 arrives), a flusher finds the record after ``inflight_timeout`` and looks in SQL
-whether the operation landed: an add whose rows are all there is completed, a
-pop whose row is gone is completed, a clear that left no rows is completed;
-anything else is rolled back in Redis, exactly as the writer's own failure path
-would have done.
+whether the operation landed: an add whose rows are all there is completed (its
+pending entries are kept), a pop whose row is gone is completed, a clear that
+left no rows is completed; anything else is rolled back in Redis, exactly as
+the writer's own failure path would have done.
 
 Example:
     >>> import asyncio
@@ -43,20 +43,16 @@ async def recover_operation(store: TieredStore, op_id: bytes) -> bool:
     seq = int(parts[1])
     k = store.keys.session(sid)
     m = store.sql.messages
-    envs: list[bytes] = []  # an add that landed: its items; a pop that did not: the item
+    envs: list[bytes] = []  # a pop that did not land: the item to put back
     async with store.sql.begin() as conn:
         if kind == b"a":
             count = int(parts[2])
-            rows = (
-                await conn.execute(
-                    select(m.c.seq, m.c.message_data)
-                    .where(m.c.session_id == sid, m.c.seq >= seq, m.c.seq < seq + count)
-                    .order_by(m.c.seq)
+            found = await conn.scalar(
+                select(func.count()).where(
+                    m.c.session_id == sid, m.c.seq >= seq, m.c.seq < seq + count
                 )
-            ).all()
-            landed = len(rows) == count
-            if landed:
-                envs = [envelope(int(q), d.encode()) for q, d in rows]
+            )
+            landed = found == count
         elif kind == b"p":
             data = await conn.scalar(
                 select(m.c.message_data).where(m.c.session_id == sid, m.c.seq == seq)

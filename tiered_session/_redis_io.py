@@ -29,16 +29,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 
-__all__ = ["LeanConnectionPool", "Sender", "command_sender", "pack_command"]
+__all__ = [
+    "LeanConnectionPool",
+    "ManySender",
+    "Sender",
+    "command_sender",
+    "commands_sender",
+    "pack_command",
+]
 
 Sender = Callable[..., Awaitable[Any]]
+ManySender = Callable[[Sequence[Sequence[Any]]], Awaitable[list[Any]]]
 
 
 class LeanConnectionPool(ConnectionPool):
@@ -120,8 +129,8 @@ def _closed_by_peer(conn: AbstractConnection) -> bool:
     return reader is not None and (reader.at_eof() or reader.exception() is not None)
 
 
-def command_sender(redis: Any) -> Sender:
-    """Return ``send(*args)`` that runs one command on ``redis`` and returns the raw reply."""
+def _direct_pool(redis: Any) -> ConnectionPool | None:
+    """The pool whose connections the hot path can use directly, or None."""
     pool = getattr(redis, "connection_pool", None)
     direct = (
         isinstance(redis, Redis)
@@ -131,31 +140,79 @@ def command_sender(redis: Any) -> Sender:
         and not type(redis).__module__.startswith("fakeredis")
         and not type(pool).__module__.startswith("fakeredis")
     )
-    if not direct:
+    return pool if direct else None
+
+
+async def _write(conn: Any, data: bytes) -> None:
+    writer = conn._writer
+    if writer is None or len(data) > _WRITE_NOW_MAX or writer.transport.is_closing():
+        await conn.send_packed_command(data, False)  # connects, or chunks and drains
+    else:
+        writer.write(data)
+        if writer.transport.get_write_buffer_size():  # socket full: drain, with timeout
+            await conn.send_packed_command([], False)
+
+
+def command_sender(redis: Any) -> Sender:
+    """Return ``send(*args)`` that runs one command on ``redis`` and returns the raw reply."""
+    pool = _direct_pool(redis)
+    if pool is None:
 
         async def send_generic(*args: Any) -> Any:
             return await redis.execute_command(*args)
 
         return send_generic
-    assert isinstance(pool, ConnectionPool)
     get, release = pool.get_connection, pool.release
 
     async def send(*args: Any) -> Any:
         conn = await get()  # type: ignore[no-untyped-call]
         try:
-            data = pack_command(conn.encoder.encode, args)
-            writer = conn._writer
-            if writer is None or len(data) > _WRITE_NOW_MAX or writer.transport.is_closing():
-                await conn.send_packed_command(data, False)  # connects, or chunks and drains
-            else:
-                writer.write(data)
-                if writer.transport.get_write_buffer_size():  # socket full: drain, with timeout
-                    await conn.send_packed_command([], False)
+            await _write(conn, pack_command(conn.encoder.encode, args))
             return await conn.read_response()
         finally:
             await release(conn)
 
     return send
+
+
+def commands_sender(redis: Any) -> ManySender:
+    """Return ``send_many(commands)``: the commands in one write, their replies in order.
+
+    An error reply comes back as its exception, in its place; the commands run
+    in order on one connection. Clients without the direct path run them one
+    after another.
+    """
+    pool = _direct_pool(redis)
+    if pool is None:
+
+        async def send_many_generic(commands: Sequence[Sequence[Any]]) -> list[Any]:
+            replies: list[Any] = []
+            for args in commands:
+                try:
+                    replies.append(await redis.execute_command(*args))
+                except RedisResponseError as e:
+                    replies.append(e)
+            return replies
+
+        return send_many_generic
+    get, release = pool.get_connection, pool.release
+
+    async def send_many(commands: Sequence[Sequence[Any]]) -> list[Any]:
+        conn = await get()  # type: ignore[no-untyped-call]
+        try:
+            encode = conn.encoder.encode
+            await _write(conn, b"".join(pack_command(encode, tuple(c)) for c in commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except RedisResponseError as e:
+                    replies.append(e)
+            return replies
+        finally:
+            await release(conn)
+
+    return send_many
 
 
 #: a command up to this size is written straight to the socket

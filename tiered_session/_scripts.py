@@ -11,8 +11,10 @@ Per-session metadata hash (``…:m:<id>``):
 ``full``  1 when the hot list holds the whole history (reads never go to SQL)
 ``p``     write-behind operations accepted but not yet committed to SQL
 ``w``     highest seq known to be in SQL (items above it are never trimmed)
-``h``     write-through seqs reserved but not yet committed (not in the list)
+``h``     write-through seqs reserved and not yet settled (pending in the list)
 ``io``    write-through pops/clears in flight
+``b``     set when Redis was found behind SQL while writes were pending: adds
+          are refused until the session can be reloaded from SQL
 ``pb``    barriers: write-behind pops/clears/undo-deletes not yet in SQL;
           while any is pending the list is not trimmed, so the floor never
           rises above a seq whose SQL row is about to change
@@ -22,11 +24,17 @@ The hot list (``…:l:<id>``) starts with a header ``"#<full>|<floor>"`` (a copy
 of ``full`` and ``f``), followed by envelopes ``"<seq>|<json>"`` in seq order.
 The header lets a reader answer from one plain ``LRANGE``: either the reply
 holds the header (it is the whole list, and the header says whether older
-items live in SQL), or it holds as many items as were asked for. The list
-only ever holds committed-or-accepted items: a write-through batch reserves
-its seqs (``…:h:<id>``, the set of reserved seqs) and enters the list once its
-SQL commit is done. A session's metadata hash and list exist together; a
-script that finds either missing treats the session as not in Redis.
+items live in SQL), or it holds as many items as were asked for.
+
+A write-through batch enters the list *pending*, as ``"~<seq>|<json>"``, when
+its seqs are reserved (``…:h:<id>`` is the set of reserved seqs), and is
+resolved by the settle after its SQL commit: kept as plain entries, or
+removed. Its writer returns right after the commit and sends the settle with
+its next command (or a moment later), so a reader that meets a pending entry
+asks SQL whether that batch committed (see ``TieredStore._read_past_pending``);
+pops and clears wait for pending batches reserved before they began. A
+session's metadata hash and list exist together; a script that finds either
+missing treats the session as not in Redis.
 
 The shard's session index (``…:idx``, a sorted set) maps every session id to
 the time of its last write (milliseconds), so sessions can be listed before
@@ -47,8 +55,20 @@ COLD = -1
 
 _PRELUDE = """
 local unpack = unpack or table.unpack
+-- An entry of a write-through batch whose SQL commit is not confirmed yet is
+-- "~<seq>|<json>" (pending); every other entry is "<seq>|<json>".
+local function pending(e) return string.byte(e, 1) == 126 end
 local function seqof(e)
-  return tonumber(string.sub(e, 1, string.find(e, '|', 1, true) - 1))
+  local from = pending(e) and 2 or 1
+  return tonumber(string.sub(e, from, string.find(e, '|', from, true) - 1))
+end
+-- Every pending entry of the list, oldest first.
+local function pendings(list)
+  local out = {}
+  for _, e in ipairs(redis.call('LRANGE', list, 1, -1)) do
+    if pending(e) then out[#out + 1] = e end
+  end
+  return out
 end
 local function expire(ttl, ...)
   if ttl > 0 then
@@ -91,22 +111,33 @@ local function insert(meta, list, env, whole)
 end
 -- Put a popped item back (a pop that did not reach SQL).
 local function putback(meta, list, env) insert(meta, list, env, false) end
--- Add a committed write-through batch (envelopes in seq order from ARGV[from]).
--- Nearly always it goes after the tail in one RPUSH; when a later batch is
--- already in (its writer stopped waiting), each item goes to its place. When
--- the list holds the whole history it takes even items below the floor (a
--- clear accepted while the batch was in flight keeps them).
--- `f`, `full`: the session's floor and whole-history flag. Returns the list's
--- length after a single RPUSH (nil otherwise).
-local function publish(meta, list, from, first, f, full)
-  if from > #ARGV then return nil end
-  local whole = full == '1'
-  if not whole and first < tonumber(f) then return nil end  -- below the floor: SQL has it
-  local tail = redis.call('LINDEX', list, -1)
-  if string.sub(tail, 1, 1) == '#' or seqof(tail) < first then
-    return redis.call('RPUSH', list, unpack(ARGV, from))
+-- Resolve the pending entries of a write-through batch (seqs first .. first +
+-- count - 1): committed (`ok`) they become plain entries in place, otherwise
+-- they are removed. Nearly always the batch is the tail of the list: one LRANGE,
+-- one LTRIM and (ok) one RPUSH. Returns the list's length after an RPUSH, else nil.
+local function resolve(list, first, count, ok)
+  local last = first + count - 1
+  local tail = redis.call('LRANGE', list, -count, -1)
+  if #tail == count and pending(tail[1]) and seqof(tail[1]) == first
+      and seqof(tail[count]) == last then
+    redis.call('LTRIM', list, 0, -count - 1)
+    if not ok then return nil end
+    for i = 1, count do tail[i] = string.sub(tail[i], 2) end
+    return redis.call('RPUSH', list, unpack(tail))
   end
-  for i = from, #ARGV do insert(meta, list, ARGV[i], whole) end
+  -- Later entries follow the batch (or it was cleared around): walk back from the tail.
+  local i, seen = redis.call('LLEN', list) - 1, 0
+  while i >= 1 and seen < count do
+    local e = redis.call('LINDEX', list, i)
+    local q = seqof(e)
+    if q < first then break end
+    if q <= last and pending(e) then
+      seen = seen + 1
+      redis.call('LSET', list, i, ok and string.sub(e, 2) or '~-')
+    end
+    i = i - 1
+  end
+  if not ok then redis.call('LREM', list, -count, '~-') end
   return nil
 end
 -- Drop the oldest items beyond the hot window, but only items already in SQL
@@ -123,7 +154,7 @@ local function trim(meta, list, window, len)
   local heads = redis.call('LRANGE', list, 1, len - 1 - window)
   local k = 0
   for i = 1, #heads do
-    if seqof(heads[i]) > w then break end
+    if pending(heads[i]) or seqof(heads[i]) > w then break end
     k = i
   end
   if k > 0 then
@@ -132,17 +163,19 @@ local function trim(meta, list, window, len)
   end
 end
 -- Finish a write-through add (by its writer, or by recovery): release its
--- reserved seqs, then add the committed items (envelopes from ARGV[from]), or,
--- when it failed and `undo`, queue a delete of those seqs in case the commit
--- landed after all. `m`: {h, f, full} of the session, nil when not in Redis.
-local function finish_add(meta, list, rsv, outbox, m, ok, undo, first, count, sid, from, window)
+-- reserved seqs and resolve its pending entries: committed, or removed and,
+-- when `undo`, a delete of those seqs queued in case the commit landed after
+-- all. `m`: the session's metadata, nil when it is not in Redis.
+local function finish_add(meta, list, rsv, outbox, m, ok, undo, first, count, sid, window)
   local seqs = {}
   for i = 1, count do seqs[i] = first + i - 1 end
   redis.call('SREM', rsv, unpack(seqs))
-  if m then redis.call('HINCRBY', meta, 'h', -count) end
-  if ok then
-    if m then trim(meta, list, window, publish(meta, list, from, first, m[2], m[3])) end
-  elseif undo then
+  if m then
+    redis.call('HINCRBY', meta, 'h', -count)
+    local len = resolve(list, first, count, ok)
+    if ok then trim(meta, list, window, len) end
+  end
+  if not ok and undo then
     redis.call('XADD', outbox, '*', 'o', 'x', 's', sid, 'q', first, 'c', count)
     if m then
       redis.call('HINCRBY', meta, 'p', 1)
@@ -166,19 +199,20 @@ local function finish_take(meta, list, m, ok, kind, env)
 end
 """
 
-# Append items (write-behind), or reserve seqs for them (write-through: the items
-# enter the list when their SQL commit is done, see settle).
+# Append items (write-behind), or append them pending and reserve their seqs
+# (write-through: the settle after the SQL commit resolves them).
 # KEYS: meta, list, reserved, outbox, inflight, index.
 # ARGV: mode ('b' behind | 't' through), hot, ttl_ms, max_backlog, session_id,
-#       now_ms, then json1..jsonN (behind) or the item count (through: the items
-#       themselves only travel with the settle, after the commit).
-# Returns {first_seq} | {-1} cold | {-2} backlog full.
+#       now_ms, json1..jsonN.
+# Returns {first_seq} (behind) | {first_seq, seqs reserved before} (through) |
+# {-1} cold | {-2} backlog full | {-5} behind SQL (see 'b').
 _ADD = """
 local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local m = hot(meta, list, 'n', 'p')
+local m = hot(meta, list, 'n', 'p', 'b')
 if not m then return {-1} end
+if m[3] then return {-5} end
 local mode, hotn, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local count = mode == 'b' and #ARGV - 6 or tonumber(ARGV[7])
+local count = #ARGV - 6
 local p = tonumber(m[2])
 if mode == 'b' then
   local maxb = tonumber(ARGV[4])
@@ -186,6 +220,7 @@ if mode == 'b' then
 end
 local first = tonumber(m[1]) + 1
 local last = first + count - 1
+local before = 0
 if mode == 'b' then
   local env, lens = {}, {}
   for i = 1, count do
@@ -203,10 +238,14 @@ if mode == 'b' then
   end
   trim(meta, list, hotn, len)
 else
-  local seqs = {}
-  for i = 1, count do seqs[i] = first + i - 1 end
+  local seqs, env = {}, {}
+  for i = 1, count do
+    seqs[i] = first + i - 1
+    env[i] = '~' .. (first + i - 1) .. '|' .. ARGV[6 + i]
+  end
+  redis.call('RPUSH', list, unpack(env))
   redis.call('SADD', rsv, unpack(seqs))
-  redis.call('HINCRBY', meta, 'h', count)
+  before = redis.call('HINCRBY', meta, 'h', count) - count
   redis.call('HSET', meta, 'n', last)
   redis.call('HSET', inflight, 'a|' .. first .. '|' .. count .. '|' .. ARGV[5], ARGV[6])
   if p == 0 then
@@ -215,7 +254,8 @@ else
   end
 end
 redis.call('ZADD', KEYS[6], ARGV[6], ARGV[5])
-return {first}
+if mode == 'b' then return {first} end
+return {first, before}
 """
 
 # Read the newest `limit` items (limit < 0: all). The store reads with a plain
@@ -248,14 +288,39 @@ return 1
 
 # Remove and return the newest item. KEYS: meta, list, reserved, outbox, inflight,
 # index.
-# ARGV: mode, session_id, now_ms.
-# Returns {-1} cold | {0} empty | {-3, p, io, floor} refill needed | {1, envelope}.
+# ARGV: mode, session_id, now_ms, n0 (write-through: the last seq assigned when
+# the pop began, 0 on its first attempt).
+# Write-through: pending entries of adds reserved after the pop began are
+# passed over (those adds are ordered after it); one reserved before means
+# wait ({-4, n0}): it may have committed and returned.
+# Returns {-1} cold | {0} empty | {-3, p, io, floor} refill needed | {-4, n0} wait |
+# {1, envelope}.
 _POP = """
 local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local m = hot(meta, list, 'full', 'p', 'io')
+local m = hot(meta, list, 'full', 'p', 'io', 'n', 'h')
 if not m then return {-1} end
 local env = false
-if redis.call('LLEN', list) > 1 then env = redis.call('RPOP', list) end
+local len = redis.call('LLEN', list)
+if ARGV[1] == 'b' or tonumber(m[5]) == 0 then
+  if len > 1 then env = redis.call('RPOP', list) end
+else
+  local n0 = tonumber(ARGV[4])
+  if n0 == 0 then n0 = tonumber(m[4]) end
+  for i = len - 1, 1, -1 do
+    local e = redis.call('LINDEX', list, i)
+    if not pending(e) then
+      env = e
+      if i == len - 1 then
+        redis.call('RPOP', list)
+      else
+        redis.call('LSET', list, i, '~-')
+        redis.call('LREM', list, -1, '~-')
+      end
+      break
+    end
+    if seqof(e) <= n0 then return {-4, n0} end
+  end
+end
 if not env then
   if m[1] == '1' then return {0} end
   return {-3, tonumber(m[2]), tonumber(m[3] or '0'), tonumber(redis.call('HGET', meta, 'f'))}
@@ -275,17 +340,27 @@ return {1, env}
 """
 
 # Clear the session. KEYS: meta, list, reserved, outbox, inflight, index.
-# ARGV: mode, session_id, now_ms.
-# Reserved (in-flight write-through) seqs survive: their add is ordered after the clear.
-# Returns {-1} cold | {1, upto, keep_seq...}.
+# ARGV: mode, session_id, now_ms, n0 (as for pop).
+# Write-through adds reserved after the clear began survive it (they are ordered
+# after it; their pending entries stay); one reserved before means wait.
+# Returns {-1} cold | {-4, n0} wait | {1, upto, keep_seq...}.
 _CLEAR = """
 local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local m = hot(meta, list, 'n', 'h')
 if not m then return {-1} end
 local n, h = tonumber(m[1]), tonumber(m[2])
-local keep = {}
-if h > 0 then keep = redis.call('SMEMBERS', rsv) end
+local keep, kept = {}, {}
+if h > 0 then
+  local n0 = tonumber(ARGV[4])
+  if n0 == 0 then n0 = n end
+  keep = redis.call('SMEMBERS', rsv)
+  for _, q in ipairs(keep) do
+    if tonumber(q) <= n0 then return {-4, n0} end
+  end
+  kept = pendings(list)
+end
 recreate(meta, list, 1, n + 1)
+if #kept > 0 then redis.call('RPUSH', list, unpack(kept)) end
 if ARGV[1] == 'b' then
   redis.call('XADD', outbox, '*', 'o', 'c', 's', ARGV[2], 'q', n, 't', ARGV[3],
     'k', table.concat(keep, ','))
@@ -303,15 +378,15 @@ return {1, n, unpack(keep)}
 
 # Finish a write-through operation after its SQL transaction.
 # KEYS: meta, list, reserved, inflight, outbox. ARGV: op_id, ok (1|0|3), hot, kind, ...
-#   kind 'a': first, count, session_id, envelope1..N (added to the list when ok;
-#             when not ok, the outbox gets an 'x' entry deleting those seqs from
-#             SQL in case the failed commit did land)
+#   kind 'a': first, count, session_id (its pending entries are kept when ok,
+#             removed otherwise; when not ok, the outbox gets an 'x' entry
+#             deleting those seqs from SQL in case the failed commit did land)
 #   kind 'A': like 'a', for a commit SQL refused outright (no 'x': the seqs may
 #             hold other rows, e.g. when Redis lost writes SQL has)
 #   kind 'p': envelope (put back when not ok)
 #   kind 'c': nothing
 # ok = 3: ok, but first wait (return 2) while an earlier add of the session is in
-# flight, so readers see batches in seq order.
+# flight, so its writer returns only once every earlier batch is resolved.
 # Returns 1, 2 (wait), or 0 when the operation was already taken over by recovery.
 _SETTLE = """
 local meta, list, rsv, inflight, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -326,7 +401,7 @@ if redis.call('HDEL', inflight, ARGV[1]) == 0 then return 0 end
 local ok, kind = ARGV[2] ~= '0', ARGV[4]
 if kind == 'a' or kind == 'A' then
   finish_add(meta, list, rsv, outbox, m, ok, kind == 'a', tonumber(ARGV[5]), tonumber(ARGV[6]),
-    ARGV[7], 8, tonumber(ARGV[3]))
+    ARGV[7], tonumber(ARGV[3]))
 else
   finish_take(meta, list, m, ok, kind, ARGV[5])
 end
@@ -494,6 +569,12 @@ redis.call('PEXPIRE', KEYS[5], 86400000)
 return {1, tonumber(m[4] or '-1')}
 """
 
+# Mark a session as behind SQL (see 'b'). KEYS: meta.
+_MARK_BEHIND = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'b', 1) end
+return 1
+"""
+
 # Drop a session's hot copy if nothing in it is pending, and bump its eviction
 # generation. KEYS: meta, list, reserved, gen.
 _EVICT = """
@@ -513,8 +594,8 @@ return 1
 # writer's own settle would have done. An add rolled back also queues an 'x'
 # delete, in case its transaction commits after all.
 # KEYS: meta, list, reserved, outbox, inflight.
-# ARGV: op_id, session_id, landed (1|0), hot, then envelopes: an add that landed,
-# its items (from SQL); a pop not landed, the item to put back.
+# ARGV: op_id, session_id, landed (1|0), hot, then for a pop not landed the
+# item to put back.
 # Returns 1 if the operation was taken over, 0 if it had already settled.
 _RECOVER = """
 local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -528,7 +609,7 @@ local a = tonumber(string.sub(rest, 1, sep - 1))
 if kind == 'a' then
   rest = string.sub(rest, sep + 1)
   local count = tonumber(string.sub(rest, 1, string.find(rest, '|', 1, true) - 1))
-  finish_add(meta, list, rsv, outbox, m, landed, true, a, count, sid, 5, tonumber(ARGV[4]))
+  finish_add(meta, list, rsv, outbox, m, landed, true, a, count, sid, tonumber(ARGV[4]))
 else
   finish_take(meta, list, m, landed, kind, ARGV[5])
 end
@@ -635,6 +716,7 @@ SCRIPTS: dict[str, str] = {
         "ack": _ACK,
         "dead": _DEAD,
         "evict": _EVICT,
+        "mark_behind": _MARK_BEHIND,
         "drop": _DROP,
         "replace": _REPLACE,
         "recover": _RECOVER,

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    any_,
     bindparam,
     delete,
     event,
@@ -285,6 +286,30 @@ class SqlTier:
         if limit is not None:
             rows.reverse()
         return rows
+
+    async def present(self, session_id: str, seqs: Sequence[int]) -> set[int]:
+        """Return which of ``seqs`` the session has rows for (one indexed lookup)."""
+        if not seqs:
+            return set()
+        m = self.messages
+        if self.direct:
+            text, order = self._compiled(self._present_stmt())
+            params = {"sid": session_id, "seqs": list(seqs)}
+            async with self.driver() as pg:
+                found = await pg.fetch(text, *(params[name] for name in order))
+        else:
+            stmt = select(m.c.seq).where(m.c.session_id == session_id, m.c.seq.in_(list(seqs)))
+            async with self.begin() as conn:
+                found = (await conn.execute(stmt)).all()
+        return {int(r[0]) for r in found}
+
+    @functools.cache  # noqa: B019
+    def _present_stmt(self) -> Any:
+        m = self.messages
+        return select(m.c.seq).where(
+            m.c.session_id == bindparam("sid", type_=m.c.session_id.type),
+            m.c.seq == any_(bindparam("seqs", type_=postgresql.ARRAY(BigInteger))),
+        )
 
     @functools.cache  # noqa: B019 - one SqlTier per store, four statements each
     def _latest_stmt(self, before: bool, limit: bool) -> Any:

@@ -44,11 +44,11 @@ from ._errors import (
 )
 from ._keys import KeySpace, SessionKeys
 from ._ops import SessionOpsMixin
-from ._redis_io import LeanConnectionPool, command_sender
+from ._redis_io import LeanConnectionPool, command_sender, commands_sender
 from ._scripts import COLD, SCRIPTS
 from ._sql import SqlTier
 from ._stats import Counters, StoreStats
-from ._through import WriteThroughMixin, redis_down, run_to_completion
+from ._through import Settle, WriteThroughMixin, has_pending, redis_down, run_to_completion
 
 if TYPE_CHECKING:
     from ._flusher import Flusher
@@ -110,6 +110,7 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         self._create_tables = config_tables
         self.redis: Redis = redis
         self._send = command_sender(redis)
+        self._send_many = commands_sender(redis)
         self.engine: AsyncEngine = engine
         self.sql = SqlTier(engine, config.sessions_table, config.messages_table)
         self.keys = KeySpace(config.key_prefix, config.outbox_shards)
@@ -125,7 +126,11 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         self._started = False
         self._closed = False
         # write-through settles that could not reach Redis: (keys, args), retried in order
-        self._unsettled: list[tuple[list[bytes], list[Any]]] = []
+        self._unsettled: list[Settle] = []
+        # settles of committed write-through adds not sent yet, by session meta key
+        self._deferred: dict[bytes, list[Settle]] = {}
+        self._deferred_due = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self._degraded_logged = 0.0
         self._start_lock = asyncio.Lock()
         self._flusher: Flusher | None = None
@@ -234,6 +239,9 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         if self._closed:
             return
         self._closed = True
+        await self._send_deferred()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._flusher_task is not None:
             if self._flusher is not None:
                 self._flusher.drain_timeout = drain_timeout
@@ -284,6 +292,36 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
             raise StorageUnavailableError(f"Redis rejected script {name!r}: {e}") from e
         except (RedisError, OSError) as e:
             raise _unreachable(e) from e
+
+    async def _send_after(
+        self, settles: list[Settle], cmd: Sequence[Any], script: str | None = None
+    ) -> Any:
+        """Send deferred settles, then ``cmd`` (of ``script``, if named), in one round trip.
+
+        Returns ``cmd``'s reply, as ``_script`` or ``_command`` would. Settles
+        whose fate is unknown are queued for a retry (they are idempotent).
+        """
+        sha = self._shas["settle"]
+        cmds: list[Sequence[Any]] = [("EVALSHA", sha, len(ks), *ks, *a) for ks, a in settles]
+        cmds.append(cmd)
+        try:
+            replies = await self._send_many(cmds)
+        except BaseException as e:
+            self._unsettled.extend(settles)
+            if isinstance(e, RedisError | OSError):
+                raise _unreachable(e) from e
+            raise
+        for (ks, a), r in zip(settles, replies, strict=False):
+            if isinstance(r, NoScriptError):
+                await self._finish_deferred(ks, a)
+            elif isinstance(r, Exception):
+                log.error("settling a write-through add failed: %s", r)
+        reply = replies[-1]
+        if isinstance(reply, NoScriptError) and script is not None:
+            return await self._script(script, cmd[3 : 3 + int(cmd[2])], cmd[3 + int(cmd[2]) :])
+        if isinstance(reply, Exception):
+            raise StorageUnavailableError(f"Redis rejected {script or cmd[0]}: {reply}")
+        return reply
 
     async def _command(self, *args: Any) -> Any:
         """Run one plain Redis command on the hot path."""
@@ -369,18 +407,22 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         else:
             lim = limit
         await self._ready()
-        # One plain LRANGE. The list's first element is a header ("#<full>|<floor>"):
-        # a reply that holds it is the whole list; one that does not holds `lim` items.
-        envs = await self._command("LRANGE", k.items, 0 if lim < 0 else -lim, -1)
+        # One plain LRANGE (after this store's deferred settle of the session, in the
+        # same write). The list's first element is a header ("#<full>|<floor>"): a
+        # reply that holds it is the whole list; one that does not holds `lim` items.
+        cmd = ("LRANGE", k.items, 0 if lim < 0 else -lim, -1)
+        settles = self._take_deferred(k)
+        envs = await (self._send_after(settles, cmd) if settles else self._command(*cmd))
         if envs and envs[0][:1] == b"#":
             head = envs[0]
-            return await self._answer(k, lim, head[1:2] == b"1", int(head[3:]), envs[1:])
+            return await self._answer(k, lim, head[1:2] == b"1", int(head[3:]), envs[1:], True)
         if lim > 0 and len(envs) == lim:
-            return await self._answer(k, lim, False, 0, envs)
+            return await self._answer(k, lim, False, 0, envs, False)
         for attempt in range(2):  # not in Redis: warm it up, then read through the script
             res = await self._script("read", [k.meta, k.items], [lim])
             if res[0] != COLD:
-                return await self._answer(k, lim, bool(res[0]), int(res[1]), res[2])
+                full, floor, envs = bool(res[0]), int(res[1]), res[2]
+                return await self._answer(k, lim, full, floor, envs, lim < 0 or len(envs) < lim)
             if attempt == 0:
                 await self._warm(k)
         # Evicted again meanwhile. A session leaves Redis only with nothing
@@ -390,9 +432,19 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         return self._decode_rows(k, rows)
 
     async def _answer(
-        self, k: SessionKeys, lim: int, full: bool, floor: int, envs: list[bytes]
+        self, k: SessionKeys, lim: int, full: bool, floor: int, envs: list[bytes], whole: bool
     ) -> list[Any]:
-        """Items from the hot list, completed from SQL below ``floor`` when they are not all."""
+        """Items from the hot list, completed from SQL below ``floor`` when they are not all.
+
+        ``whole``: ``envs`` is the whole list (else its newest ``lim`` entries).
+        """
+        if has_pending(envs):
+            resolved = await self._read_past_pending(k, lim, full, floor, envs, whole)
+            if resolved is None:  # the session left Redis meanwhile: SQL holds it all
+                self.counters.cold_reads += 1
+                rows = await self.sql.latest(k.session_id, None, None if lim < 0 else lim)
+                return self._decode_rows(k, rows)
+            full, floor, envs = resolved
         items = self._decode_envelopes(k, envs)
         if full or (lim > 0 and len(items) >= lim):
             self.counters.cache_hits += 1
@@ -463,12 +515,14 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         if self._behind:
             # One atomic script (after a warm-up that writes no item): a caller
             # cancelled meanwhile leaves the whole batch or none without a shield.
-            await self._add(k, datas)
+            await self._add(k, datas, None)
         else:
-            await run_to_completion(self._add(k, datas))
+            # Taken now, before the task starts: the previous add's deferred
+            # settle travels with this add's script.
+            await run_to_completion(self._add(k, datas, self._take_deferred(k)))
         self.counters.items_added += len(datas)
 
-    async def _add(self, k: SessionKeys, datas: list[bytes]) -> None:
+    async def _add(self, k: SessionKeys, datas: list[bytes], settles: list[Settle] | None) -> None:
         now = int(time.time() * 1000)
         args: list[Any] = [
             self._mode,
@@ -477,13 +531,28 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
             self.config.max_backlog,
             k.session_id,
             now,
-            *(datas if self._behind else (len(datas),)),
+            *datas,
         ]
         for _ in range(_WARM_ATTEMPTS):
-            res = await self._script("add", self._skeys(k), args)
+            if settles:
+                keys = self._skeys(k)
+                cmd = ("EVALSHA", self._shas["add"], len(keys), *keys, *args)
+                res = await self._send_after(settles, cmd, "add")
+                settles = None
+            else:
+                res = await self._script("add", self._skeys(k), args)
             if res[0] == COLD:
                 await self._warm(k)
                 continue
+            if res[0] == -5:  # Redis was found behind SQL: reload the session first
+                if await self._script("evict", [k.meta, k.items, k.reserved, k.gen], []):
+                    await self._warm(k)
+                    continue
+                raise StorageUnavailableError(
+                    f"session {k.session_id!r}: Redis was behind SQL (it lost writes SQL has) "
+                    "and writes restored with it are still pending; adds are refused until a "
+                    "flusher settles them (within inflight_timeout): retry later"
+                )
             if res[0] == -2:
                 raise BackpressureError(
                     f"write-behind backlog of shard {k.shard.shard} reached max_backlog="
@@ -492,7 +561,7 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
                 )
             if self._behind:
                 return
-            await self._commit_add(k, int(res[0]), datas)
+            await self._commit_add(k, int(res[0]), datas, alone=int(res[1]) == 0)
             return
         raise StorageUnavailableError(f"session {k.session_id!r} could not be loaded into Redis")
 
@@ -503,16 +572,30 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
 
     async def _pop(self, k: SessionKeys) -> Any:
         now = int(time.time() * 1000)
-        for _ in range(_REFILL_RETRIES):
-            res = await self._script("pop", self._skeys(k), [self._mode, k.session_id, now])
+        await self._send_deferred(k)
+        n0, pause, since, refills = 0, 0.0005, time.monotonic(), 0
+        while refills < _REFILL_RETRIES:
+            refills += 1
+            res = await self._script("pop", self._skeys(k), [self._mode, k.session_id, now, n0])
             status = res[0]
+            if status == -4:  # an add reserved before this pop is pending: wait for it
+                n0, refills = int(res[1]), refills - 1
+                pause = await self._wait_settled(k, since, pause)
+                continue
             if status == COLD:
                 await self._warm(k)
                 continue
             if status == 0:
                 return None
             if status == -3:
-                await self._refill(k, int(res[1]) + int(res[2]), int(res[3]))
+                if int(res[1]) + int(res[2]):
+                    # SQL is not yet up to date for this session: let it catch up.
+                    if self._flusher is not None:
+                        self._flusher.wake()
+                    refills -= 1
+                    pause = await self._wait_settled(k, since, pause)
+                    continue
+                await self._refill(k, int(res[3]))
                 continue
             env: bytes = res[1]
             seq, data = split_envelope(env)
@@ -529,14 +612,8 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
             return item
         raise StorageUnavailableError(f"pop on {k.session_id!r} could not refill the hot list")
 
-    async def _refill(self, k: SessionKeys, unsettled: int, floor: int) -> None:
+    async def _refill(self, k: SessionKeys, floor: int) -> None:
         """Move older items from SQL below the floor into the empty hot list."""
-        if unsettled:
-            # SQL is not yet up to date for this session: let it catch up.
-            if self._flusher is not None:
-                self._flusher.wake()
-            await asyncio.sleep(0.005)
-            return
         rows = await self.sql.latest(k.session_id, floor, self._hot + 1)
         full = len(rows) <= self._hot
         if not full:
@@ -553,8 +630,15 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
 
     async def _clear(self, k: SessionKeys) -> None:
         now = int(time.time() * 1000)
-        for _ in range(_WARM_ATTEMPTS):
-            res = await self._script("clear", self._skeys(k), [self._mode, k.session_id, now])
+        await self._send_deferred(k)
+        n0, pause, since, warms = 0, 0.0005, time.monotonic(), 0
+        while warms < _WARM_ATTEMPTS:
+            warms += 1
+            res = await self._script("clear", self._skeys(k), [self._mode, k.session_id, now, n0])
+            if res[0] == -4:  # an add reserved before this clear is pending: wait for it
+                n0, warms = int(res[1]), warms - 1
+                pause = await self._wait_settled(k, since, pause)
+                continue
             if res[0] == COLD:
                 await self._warm(k)
                 continue
@@ -578,6 +662,9 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         worker's). Raises ``TimeoutError`` after ``timeout`` seconds.
         """
         await self._ready()
+        await self._send_deferred()
+        if self._tasks:  # deferred settles already on their way
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         shards = self.keys.all_shards()
         pipe = self.redis.pipeline(transaction=False)
         for sh in shards:
@@ -610,6 +697,7 @@ class TieredStore(SessionOpsMixin, WriteThroughMixin):
         """
         k = self.keys.session(validate_session_id(session_id))
         await self._ready()
+        await self._send_deferred(k)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if await self._script("evict", [k.meta, k.items, k.reserved, k.gen], []):
