@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ._codec import decode_item, encode_item, split_envelope
 from ._errors import CorruptDataError
 from ._scripts import COLD
+from ._through import has_pending
 
 if TYPE_CHECKING:
     from ._session import TieredSession
@@ -67,7 +68,7 @@ async def compaction_snapshot(
     else:
         return None
     full, _floor, envs = res
-    if any(e[:1] == b"~" for e in envs):
+    if has_pending(envs):
         return None  # a write-through add is in flight: no stable tail to replace
     if len(envs) <= limit and not full:
         return None  # older items live below the hot window: no exact tail here

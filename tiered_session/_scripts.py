@@ -95,11 +95,11 @@ local function recreate(meta, list, full, f)
   local pt = redis.call('PTTL', meta)
   if pt > 0 then redis.call('PEXPIRE', list, pt) end
 end
--- Insert an item at its place in seq order. Unless `whole`, an item below the
--- floor is left to SQL (which holds it) instead.
-local function insert(meta, list, env, whole)
+-- Put a popped item back (a pop that did not reach SQL) at its place in seq
+-- order; an item below the floor is left to SQL (which holds it) instead.
+local function putback(meta, list, env)
   local s = seqof(env)
-  if not whole and s < tonumber(redis.call('HGET', meta, 'f')) then return end
+  if s < tonumber(redis.call('HGET', meta, 'f')) then return end
   local len = redis.call('LLEN', list)
   local pos = len
   while pos > 1 and seqof(redis.call('LINDEX', list, pos - 1)) > s do pos = pos - 1 end
@@ -109,8 +109,6 @@ local function insert(meta, list, env, whole)
     redis.call('LINSERT', list, 'AFTER', redis.call('LINDEX', list, pos - 1), env)
   end
 end
--- Put a popped item back (a pop that did not reach SQL).
-local function putback(meta, list, env) insert(meta, list, env, false) end
 -- Resolve the pending entries of a write-through batch (seqs first .. first +
 -- count - 1): committed (`ok`) they become plain entries in place, otherwise
 -- they are removed. Nearly always the batch is the tail of the list: one LRANGE,
@@ -390,7 +388,7 @@ return {1, n, unpack(keep)}
 # Returns 1, 2 (wait), or 0 when the operation was already taken over by recovery.
 _SETTLE = """
 local meta, list, rsv, inflight, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local m = hot(meta, list, 'h', 'f', 'full')
+local m = hot(meta, list, 'h', 'f')
 if ARGV[2] == '3' and m and tonumber(m[1]) > tonumber(ARGV[6]) then
   local first = tonumber(ARGV[5])
   for _, s in ipairs(redis.call('SMEMBERS', rsv)) do
@@ -601,7 +599,7 @@ _RECOVER = """
 local meta, list, rsv, outbox, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, sid, landed = ARGV[1], ARGV[2], ARGV[3] == '1'
 if redis.call('HDEL', inflight, id) == 0 then return 0 end
-local m = hot(meta, list, 'h', 'f', 'full')
+local m = hot(meta, list, 'h', 'f')
 local kind = string.sub(id, 1, 1)
 local rest = string.sub(id, 3)
 local sep = string.find(rest, '|', 1, true)

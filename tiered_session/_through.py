@@ -188,14 +188,14 @@ class WriteThroughMixin:
         items after what this one returned (a batch that committed after an
         earlier one still in flight has not returned either: it waits for it).
         """
-        seqs = [int(e[1 : e.index(b"|")]) for e in envs if e[:1] == b"~"]
-        present = await self.sql.present(k.session_id, seqs)
+        pending = {i: int(e[1 : e.index(b"|")]) for i, e in enumerate(envs) if e[:1] == b"~"}
+        present = await self.sql.present(k.session_id, list(pending.values()))
         out: list[bytes] = []
         cut = False
-        for e in envs:
-            if e[:1] != b"~":
+        for i, e in enumerate(envs):
+            if i not in pending:
                 out.append(e)
-            elif not cut and int(e[1 : e.index(b"|")]) in present:
+            elif not cut and pending[i] in present:
                 out.append(e[1:])
             else:
                 cut = True
