@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from tiered_session._cli_common import store_from_args
+from tiered_session.cli.common import store_from_args
 
 
 async def writer(args: argparse.Namespace, log: TextIO | None = None) -> dict[str, Any]:

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tiered_session._bench import BenchOptions, Sizes, run_bench
-from tiered_session._bench._backends import BenchEnv, BenchSession, TieredEmbedded
-from tiered_session._bench._report import terminal, write_outputs
+from tiered_session.bench import BenchEnv, BenchOptions, Sizes, run_bench, terminal, write_outputs
+from tiered_session.bench.env import BenchSession
+from tiered_session.bench.tiered import TieredEmbedded
 
 from .conftest import servers_up
 

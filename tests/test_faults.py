@@ -32,6 +32,7 @@ from tiered_session import (
     TieredSession,
     TieredStore,
 )
+from tiered_session.ops.through import WriteThrough
 
 from .conftest import PG_URL, REDIS_URL, REQUIRE, Backend, require_servers
 
@@ -216,7 +217,7 @@ async def stores() -> AsyncIterator[list[TieredStore]]:
 
 
 def _no_flusher_tasks_but(*stores: TieredStore) -> bool:
-    allowed = {s._flusher_task for s in stores}
+    allowed = {s.flusher_task for s in stores}
     return all(
         t in allowed for t in asyncio.all_tasks() if t.get_name() == "tiered-session-flusher"
     )
@@ -511,7 +512,8 @@ async def test_write_through_commit_lands_but_redis_pauses_before_settle(
     rows = [json.loads(d) for _, d in await through.sql.latest("t", None, None)]
     assert rows == [msg(0), msg(1), msg(2)]
     assert await t.get_items() == [msg(0), msg(1), msg(2)]  # settled on the next call
-    assert not through._unsettled
+    assert isinstance(through.mode, WriteThrough)
+    assert not through.mode.settles.unsettled
     assert not await through.redis.hlen(through.keys.session("t").shard.inflight)
 
 

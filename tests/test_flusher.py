@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tiered_session import Flusher
-from tiered_session._sql import Op
+from tiered_session.cold.tier import Op
 
 from .conftest import Backend
 
@@ -44,7 +44,7 @@ async def test_busy_shards_commit_in_parallel_and_one_failing_shard_holds_back_n
     store.sql.apply = observed  # type: ignore[method-assign]
     flusher = Flusher(store)
     try:
-        await flusher._step(block=False)
+        await flusher.step()
         assert peak[0] > 1  # shards were committed side by side
         for i, sid in enumerate(sids):
             rows = [json.loads(d) for _, d in await store.sql.latest(sid, None, None)]

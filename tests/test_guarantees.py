@@ -7,6 +7,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 from sqlalchemy import event
 
 from tiered_session import Flusher, StorageUnavailableError, TieredSession, TieredStore
-from tiered_session._sql import Op
+from tiered_session.cold.tier import Op
+from tiered_session.hot import scripts
 
 from .conftest import Backend, StoreFactory
 
@@ -30,8 +32,8 @@ class SqlSpy:
         self.statements: list[str] = []
         self._engine = backend.engine.sync_engine
         event.listen(self._engine, "before_cursor_execute", self._record)
-        self._sql = store.sql
-        driver = store.sql.driver
+        self._driver = store.sql.driver
+        connection = store.sql.driver.connection
         spy = self
 
         class Recording:
@@ -48,18 +50,18 @@ class SqlSpy:
                 return call
 
         @contextlib.asynccontextmanager
-        async def recording_driver() -> AsyncIterator[Any]:
-            async with driver() as conn:
+        async def recording_connection() -> AsyncIterator[Any]:
+            async with connection() as conn:
                 yield Recording(conn)
 
-        store.sql.driver = recording_driver  # type: ignore[method-assign]
+        store.sql.driver.connection = recording_connection  # type: ignore[method-assign]
 
     def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.statements.append(" ".join(statement.split()))
 
     def close(self) -> None:
         event.remove(self._engine, "before_cursor_execute", self._record)
-        del self._sql.driver  # back to the class's method
+        del self._driver.connection  # back to the class's method
 
 
 class CommandSpy:
@@ -67,15 +69,15 @@ class CommandSpy:
 
     def __init__(self, store: TieredStore) -> None:
         self.calls: list[str] = []
-        names = {sha: name for name, sha in store._shas.items()}
-        send = store._send
+        names = {script.sha: script.name for script in scripts.ALL}
+        send = store.hot.send
 
         async def spy(*args: Any) -> Any:
             reply = await send(*args)  # (an EVALSHA refused with NOSCRIPT is not counted)
             self.calls.append(names[args[1]] if args[0] == "EVALSHA" else str(args[0]))
             return reply
 
-        store._send = spy
+        store.hot.send = spy
 
 
 async def test_hot_reads_are_one_plain_command_and_no_sql(
@@ -160,7 +162,7 @@ async def test_reads_refresh_the_expiry_at_most_every_quarter_ttl(
     commands = CommandSpy(store)
     assert await s.get_items() == [msg(1)]
     assert commands.calls == ["LRANGE"]  # refreshed less than ttl/4 ago (by the write)
-    store._touched[k.meta] -= 11  # 11 s later: more than ttl/4 since the last refresh
+    store.reads.expiry.refreshed(k, time.monotonic() - 11)  # more than ttl/4 ago
     assert await s.get_items() == [msg(1)]
     assert commands.calls == ["LRANGE", "LRANGE", "touch"]
     assert 30_000 < await backend.redis.pttl(k.meta) <= 40_000
@@ -201,10 +203,10 @@ async def test_from_url_session_owns_its_store() -> None:
     await session.add_items([msg(1)])
     assert await session.get_items() == [msg(1)]
     await session.aclose()
-    assert session.store._closed
+    assert session.store.closed
     async with TieredSession("ctx") as s2:
         await s2.add_items([msg(2)])
-    assert s2.store._closed
+    assert s2.store.closed
 
 
 def test_embedded_sessions_are_private() -> None:
@@ -300,7 +302,7 @@ async def test_write_through_bursts_share_a_fixed_sql_pool(real_backend: Backend
     event.listen(store.engine.sync_engine, "connect", lambda *a: opened.append(a))
     try:
         pool = store.engine.pool
-        assert pool.size() == 10 and pool._max_overflow == 0  # type: ignore[attr-defined]
+        assert pool.size() == 10  # type: ignore[attr-defined]  (no overflow: tests/test_cold.py)
         sessions = [store.session(f"tburst{i}") for i in range(64)]
         for turn in range(3):
             await asyncio.gather(*(s.add_items([msg(turn)]) for s in sessions))
@@ -357,7 +359,7 @@ async def test_a_reused_seq_with_another_item_is_dead_lettered_not_dropped(
     from the entry's, so it keeps the entry in the dead-letter stream instead of
     acknowledging it. A true replay (the same item) is still skipped silently.
     """
-    from tiered_session._cli_flush import dead_letters
+    from tiered_session.outbox.dead_letters import list_dead_letters
 
     store = backend.store(write_mode="behind", outbox_shards=1, max_attempts=2)
     s = store.session("lost")
@@ -370,7 +372,7 @@ async def test_a_reused_seq_with_another_item_is_dead_lettered_not_dropped(
     await store.flush(timeout=20)
     rows = await store.sql.latest("lost", None, None)
     assert [(q, json.loads(d)) for q, d in rows] == [(1, msg(1)), (2, msg(2)), (3, msg(3))]
-    dead = await dead_letters(store)
+    dead = await list_dead_letters(store.hot)
     assert [(d["session_id"], d["seq"]) for d in dead] == [("lost", "2")]
     assert "already holds a different item" in dead[0]["reason"]
     assert (await store.stats())["dead_letters"] == 1

@@ -212,7 +212,7 @@ async def test_listing_merges_the_index_and_sql_in_order(
         for n in range(12):
             await fill(store, f"live{n}", 1)
         await store.session("live4").clear_session()
-        everything = [i async for i in store._iter_sessions(chunk=2)]
+        everything = [i async for i in store.admin.lister.iterate(chunk=2)]
         ids = [i["session_id"] for i in everything]
         assert len(ids) == 16 and "live4" not in ids and len(set(ids)) == 16
         keys = [(i["updated_at"], i["session_id"]) for i in everything]

@@ -21,7 +21,10 @@ import orjson
 import pytest
 
 from tiered_session import Flusher, TieredStore
-from tiered_session._through import Settle
+from tiered_session.hot import scripts
+from tiered_session.hot.scripts import Status
+from tiered_session.hot.tier import Call
+from tiered_session.ops.through import WriteThrough
 
 from .conftest import Backend
 from .test_guarantees import msg
@@ -29,16 +32,17 @@ from .test_guarantees import msg
 pytestmark = pytest.mark.parametrize("backend_kind", ["fake-mem", "fake-file", "real"])
 
 
-def hold_settles(store: TieredStore) -> list[Settle]:
+def hold_settles(store: TieredStore) -> list[Call]:
     """Keep the store's deferred settles instead of sending them."""
-    held: list[Settle] = []
-    store._defer_settle = lambda k, keys, args: held.append((keys, args))  # type: ignore[method-assign]
+    held: list[Call] = []
+    assert isinstance(store.mode, WriteThrough)
+    store.mode.settles.defer = lambda k, call: held.append(call)  # type: ignore[method-assign]
     return held
 
 
-async def release(store: TieredStore, held: list[Settle]) -> None:
-    for keys, args in held:
-        assert await store._script("settle", keys, args) == 1
+async def release(store: TieredStore, held: list[Call]) -> None:
+    for call in held:
+        assert await store.hot.run(*call) == Status.OK
     held.clear()
 
 
@@ -47,7 +51,7 @@ async def reserve(store: TieredStore, sid: str, items: list[Any]) -> int:
     k = store.keys.session(sid)
     datas = [orjson.dumps(i) for i in items]
     args = [b"t", store.config.hot_items, 0, 0, sid, int(time.time() * 1000), *datas]
-    res = await store._script("add", store._skeys(k), args)
+    res = await store.hot.run(*store.hot.add_call(k, args))
     return int(res[0])
 
 
@@ -58,7 +62,7 @@ async def commit(store: TieredStore, sid: str, first: int, items: list[Any]) -> 
 async def settle(store: TieredStore, sid: str, first: int, count: int) -> None:
     k = store.keys.session(sid)
     args = [f"a|{first}|{count}|{sid}", 1, store.config.hot_items, b"a", first, count, sid]
-    assert await store._script("settle", store._settle_keys(k), args) == 1
+    assert await store.hot.run(*store.hot.settle_call(k, args)) == Status.OK
 
 
 async def pending_entries(store: TieredStore, sid: str) -> int:
@@ -155,8 +159,8 @@ async def test_the_settle_rides_with_the_next_command(backend: Backend) -> None:
     await s.add_items([msg(0)])
     await store.flush()
     sent: list[list[str]] = []
-    names = {sha: name for name, sha in store._shas.items()}
-    send_many, send = store._send_many, store._send
+    names = {script.sha: script.name for script in scripts.ALL}
+    send_many, send = store.hot.send_many, store.hot.send
 
     async def spy_many(cmds: Any) -> Any:
         sent.append([names.get(c[1], "?") if c[0] == "EVALSHA" else str(c[0]) for c in cmds])
@@ -166,13 +170,14 @@ async def test_the_settle_rides_with_the_next_command(backend: Backend) -> None:
         sent.append([names.get(args[1], "?") if args[0] == "EVALSHA" else str(args[0])])
         return await send(*args)
 
-    store._send_many, store._send = spy_many, spy  # type: ignore[method-assign]
+    store.hot.send_many, store.hot.send = spy_many, spy
     await s.add_items([msg(1)])
     await s.add_items([msg(2)])
     assert await s.get_items(limit=2) == [msg(1), msg(2)]
     assert sent == [["add"], ["settle", "add"], ["settle", "LRANGE"]]
     await asyncio.sleep(0.05)
-    assert not store._deferred and await pending_entries(store, "s") == 0
+    assert isinstance(store.mode, WriteThrough)
+    assert store.mode.settles.deferred_count == 0 and await pending_entries(store, "s") == 0
     await s.add_items([msg(3)])
     await asyncio.sleep(0.05)  # nothing else came for the session: sent on its own
     assert sent[-1] == ["settle"] and await pending_entries(store, "s") == 0

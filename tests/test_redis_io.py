@@ -18,7 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from tiered_session import TieredStore
-from tiered_session._redis_io import LeanConnectionPool, command_sender, pack_command
+from tiered_session.hot.connection import direct_pool
+from tiered_session.hot.wire import LeanConnectionPool, command_sender, pack_command
 
 from .conftest import PG_URL, REDIS_URL, Backend
 from .test_faults import PrivateRedis, private_redis  # noqa: F401 - fixture
@@ -41,7 +42,7 @@ async def lean(real_backend: Backend) -> Any:
 
 
 async def test_an_exhausted_pool_makes_callers_wait_then_serves_them_all(lean: Redis) -> None:
-    send = command_sender(lean)
+    send = command_sender(lean, direct_pool(lean))
     replies = await asyncio.gather(*(send("RPUSH", KEY, i) for i in range(400)))
     assert sorted(replies) == list(range(1, 401))  # every call ran exactly once
     pool = lean.connection_pool
@@ -53,7 +54,7 @@ async def test_an_exhausted_pool_makes_callers_wait_then_serves_them_all(lean: R
 async def test_waiting_past_the_timeout_is_a_clear_connection_error(real_backend: Backend) -> None:
     pool = LeanConnectionPool.from_url(REDIS_URL, max_connections=1, timeout=0.2)
     client = Redis.from_pool(pool)
-    send = command_sender(client)
+    send = command_sender(client, direct_pool(client))
     try:
         blocker = asyncio.create_task(send("BLPOP", b"tiered_session_test_io:none", 1))
         await asyncio.sleep(0.05)
@@ -66,7 +67,7 @@ async def test_waiting_past_the_timeout_is_a_clear_connection_error(real_backend
 
 
 async def test_cancelled_waiters_leak_no_connection(lean: Redis) -> None:
-    send = command_sender(lean)
+    send = command_sender(lean, direct_pool(lean))
     pool = lean.connection_pool
     assert isinstance(pool, LeanConnectionPool)
     tasks = [asyncio.create_task(send("RPUSH", KEY, i)) for i in range(200)]
@@ -80,7 +81,7 @@ async def test_cancelled_waiters_leak_no_connection(lean: Redis) -> None:
 
 
 async def test_error_replies_raise_and_keep_the_connection_usable(lean: Redis) -> None:
-    send = command_sender(lean)
+    send = command_sender(lean, direct_pool(lean))
     await send("SET", KEY, b"text")
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await send("RPUSH", KEY, b"x")
@@ -141,7 +142,7 @@ def test_pack_command_writes_what_redis_py_writes() -> None:
 
 
 async def test_commands_larger_than_one_socket_write_arrive_whole(lean: Redis) -> None:
-    send = command_sender(lean)
+    send = command_sender(lean, direct_pool(lean))
     big = [bytes([65 + i]) * 300_000 for i in range(4)]  # beyond the straight-write size
     replies = await asyncio.gather(*(send("RPUSH", KEY, v) for v in big))
     assert sorted(replies) == [1, 2, 3, 4]

@@ -14,7 +14,7 @@ from agents import SQLiteSession
 from agents.extensions.memory import AsyncSQLiteSession, SQLAlchemySession
 
 from tiered_session import ConfigurationError
-from tiered_session._schema import inspect_schema, migrate
+from tiered_session.cold.schema import inspect_schema, migrate
 
 from .conftest import Backend
 
@@ -182,8 +182,6 @@ async def test_missing_unique_index_is_reported_and_migrated(backend: Backend) -
 async def test_import_from_another_sdk_database(backend: Backend, tmp_path: Path) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from tiered_session._transfer import import_sdk_sql
-
     url = f"sqlite+aiosqlite:///{tmp_path / 'sdk-sqlalchemy.db'}"
     source = create_async_engine(url)
     expected = {}
@@ -197,10 +195,10 @@ async def test_import_from_another_sdk_database(backend: Backend, tmp_path: Path
     finally:
         await source.dispose()
     store = backend.store(hot_items=2)
-    report = await import_sdk_sql(store, url)
+    report = await store.transfer.import_sdk_sql(url)
     assert (report["sessions_imported"], report["items_imported"]) == (2, 10)
-    assert (await import_sdk_sql(store, url))["sessions_unchanged"] == 2
+    assert (await store.transfer.import_sdk_sql(url))["sessions_unchanged"] == 2
     for sid, items in expected.items():
         assert await store.session(sid).get_items() == items
     with pytest.raises(ConfigurationError, match="no table"):
-        await import_sdk_sql(store, url.replace("sdk-sqlalchemy", "empty"))
+        await store.transfer.import_sdk_sql(url.replace("sdk-sqlalchemy", "empty"))

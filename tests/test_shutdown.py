@@ -18,7 +18,7 @@ async def test_aclose_drains_backlog_and_leaves_no_task(backend: Backend) -> Non
     for i in range(40):
         await store.session(f"s{i % 4}").add_items([msg(i)])
     await store.aclose(drain_timeout=10)
-    assert store._flusher_task is None
+    assert store.flusher_task is None
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "tiered-session-flusher"]
     check = backend.store(write_mode="behind", run_flusher=False)
     for n in range(4):

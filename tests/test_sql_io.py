@@ -39,10 +39,10 @@ async def test_stores_on_one_engine_keep_a_few_connections_and_return_them(
                 for j in range(8)
             )
         )
-    kept = stores[0].sql._kept
-    assert kept is stores[-1].sql._kept  # one set per engine, not per store
-    assert 1 <= len(kept.conns) <= max(1, min(4, size // 2))
-    assert pool.checkedout() == len(kept.conns)  # type: ignore[attr-defined]
+    driver = stores[0].sql.driver
+    assert driver.kept_set is stores[-1].sql.driver.kept_set  # one set per engine
+    assert 1 <= driver.kept <= max(1, min(4, size // 2))
+    assert pool.checkedout() == driver.kept  # type: ignore[attr-defined]
     # A transaction on the engine still finds a free connection at once.
     async with asyncio.timeout(5):
         await stores[0].flush()
@@ -57,7 +57,7 @@ async def test_a_kept_connection_the_server_closed_is_never_used(real_backend: B
     store = real_backend.store(write_mode="through")
     s = store.session("killed")
     await s.add_items([msg(0)])
-    ((_, pg),) = store.sql._kept.conns
+    (pg,) = store.sql.driver.kept_connections
     old_pid = pg.get_server_pid()
     admin = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
     try:
@@ -70,13 +70,23 @@ async def test_a_kept_connection_the_server_closed_is_never_used(real_backend: B
         await asyncio.sleep(0.01)
     await s.add_items([msg(1)])  # no error: a fresh connection took the statement
     assert await s.get_items() == [msg(0), msg(1)]
-    assert [p.get_server_pid() for _, p in store.sql._kept.conns] != [old_pid]
+    assert [p.get_server_pid() for p in store.sql.driver.kept_connections] != [old_pid]
 
 
 async def test_from_url_pool_hands_out_the_most_recent_connection(real_backend: Backend) -> None:
     b = real_backend
     store = TieredStore.from_url(b.redis_url, b.sql_url, **b.options())
     try:
-        assert store.engine.pool._pool.use_lifo  # type: ignore[attr-defined]
+        # Returned in the order c2, c1: a LIFO pool hands c1 out next, a FIFO one c2.
+        c1, c2 = await store.engine.connect(), await store.engine.connect()
+        pid = {}
+        for name, c in (("c1", c1), ("c2", c2)):
+            raw = await c.get_raw_connection()
+            pid[name] = raw.driver_connection.get_server_pid()
+        await c2.close()
+        await c1.close()
+        async with store.engine.connect() as c3:
+            raw = await c3.get_raw_connection()
+            assert raw.driver_connection.get_server_pid() == pid["c1"]
     finally:
         await store.aclose()

@@ -27,12 +27,12 @@ from ._errors import (
     StoreClosedError,
     TieredSessionError,
 )
-from ._flusher import Flusher
-from ._ops import SessionInfo, SessionStats
-from ._session import TieredSession
 from ._stats import StoreStats
-from ._store import TieredStore
-from ._transfer import ImportReport
+from .ops.admin import SessionInfo, SessionStats
+from .ops.transfer import ImportReport
+from .outbox.flusher import Flusher
+from .session import TieredSession
+from .store import TieredStore
 
 __all__ = [
     "BackpressureError",

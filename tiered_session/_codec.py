@@ -1,25 +1,54 @@
-"""JSON encoding of items and the envelope format used in the Redis list.
+"""JSON encoding of items, and the whole format of the Redis hot list's entries.
 
 An item is encoded once, with orjson, to the exact bytes stored in both tiers.
-The hot list holds *envelopes*: ``b"<seq>|<json>"``.
+The hot list (``lua/_prelude.lua`` writes it too) holds:
+
+- a header first, ``b"#<full>|<floor>"``: whether the list is the whole history,
+  and the lowest seq it holds (older items live in SQL);
+- then one *envelope* per item, in seq order: ``b"<seq>|<json>"``;
+- a write-through item whose SQL commit is not confirmed yet is *pending*:
+  ``b"~<seq>|<json>"``.
 
 Example:
     >>> from tiered_session._codec import encode_item, envelope, split_envelope
     >>> data = encode_item({"role": "user", "content": "hi"})
     >>> split_envelope(envelope(7, data))
     (7, b'{"role":"user","content":"hi"}')
+    >>> parse_header(b"#1|5"), is_pending(b"~8|{}"), pending_seq(b"~8|{}")
+    ((True, 5), True, 8)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from ._errors import CorruptDataError, InvalidInputError
 
-__all__ = ["decode_item", "encode_item", "envelope", "split_envelope"]
+__all__ = [
+    "HEADER",
+    "PENDING",
+    "decode_item",
+    "encode_item",
+    "entry_json",
+    "envelope",
+    "has_pending",
+    "is_header",
+    "is_pending",
+    "parse_header",
+    "pending_seq",
+    "settled",
+    "split_envelope",
+]
+
+#: first byte of the list's header entry
+HEADER = b"#"
+#: first byte of a pending (not yet confirmed) write-through entry
+PENDING = b"~"
+_SEP = b"|"
 
 # orjson natively serialises datetimes and dataclasses, which the reference
 # (json.dumps) rejects; pass them through so both refuse the same items.
@@ -69,10 +98,45 @@ def envelope(seq: int, data: bytes) -> bytes:
 
 def split_envelope(env: bytes) -> tuple[int, bytes]:
     """Split an envelope into (seq, json bytes); raise CorruptDataError if malformed."""
-    sep = env.find(b"|")
+    sep = env.find(_SEP)
     try:
         if sep <= 0:
             raise ValueError("no separator")
         return int(env[:sep]), env[sep + 1 :]
     except ValueError as e:
         raise CorruptDataError(f"malformed hot-tier entry {env[:40]!r}") from e
+
+
+def entry_json(env: bytes) -> bytes:
+    """The JSON of a settled or pending envelope (ValueError when it has no separator)."""
+    return env[env.index(_SEP) + 1 :]
+
+
+def is_header(env: bytes) -> bool:
+    """Whether a list entry is the header."""
+    return env[:1] == HEADER
+
+
+def parse_header(head: bytes) -> tuple[bool, int]:
+    """(whole history in the list, floor) of a header entry."""
+    return head[1:2] == b"1", int(head[3:])
+
+
+def is_pending(env: bytes) -> bool:
+    """Whether an entry is a pending write-through one."""
+    return env[:1] == PENDING
+
+
+def has_pending(envs: Sequence[bytes]) -> bool:
+    """Whether entries include a pending one."""
+    return any(e[:1] == PENDING for e in envs)
+
+
+def pending_seq(env: bytes) -> int:
+    """The seq of a pending entry."""
+    return int(env[1 : env.index(_SEP)])
+
+
+def settled(env: bytes) -> bytes:
+    """A pending entry as it reads once settled (an envelope)."""
+    return env[1:] if env[:1] == PENDING else env

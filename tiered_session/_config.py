@@ -4,17 +4,25 @@ Example:
     >>> from tiered_session import StoreConfig
     >>> StoreConfig(write_mode="behind", hot_items=50).write_mode
     'behind'
+    >>> default("hot_items")
+    100
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, Literal
 
 from ._errors import ConfigurationError, InvalidInputError
 
-__all__ = ["MAX_SESSION_ID_BYTES", "StoreConfig", "WriteMode", "validate_session_id"]
+__all__ = [
+    "MAX_SESSION_ID_BYTES",
+    "StoreConfig",
+    "WriteMode",
+    "default",
+    "validate_session_id",
+]
 
 WriteMode = Literal["through", "behind"]
 
@@ -116,3 +124,11 @@ def validate_session_id(session_id: Any) -> str:
     if "\x00" in session_id:
         raise InvalidInputError("session_id must not contain NUL characters")
     return session_id
+
+
+def default(name: str) -> Any:
+    """The default of one :class:`StoreConfig` option (what the CLI offers too)."""
+    for f in fields(StoreConfig):
+        if f.name == name and f.default is not MISSING:
+            return f.default
+    raise KeyError(f"StoreConfig has no option {name!r} with a default")

@@ -4,13 +4,13 @@ Example:
     >>> from tiered_session._stats import Counters
     >>> c = Counters()
     >>> c.cache_hits += 1
-    >>> c.snapshot()["cache_hits"]
+    >>> c.cache_hits
     1
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TypedDict
 
 __all__ = ["Counters", "StoreStats"]
@@ -57,7 +57,3 @@ class Counters:
     flushed_entries: int = 0
     flush_errors: int = 0
     recovered_operations: int = 0
-
-    def snapshot(self) -> dict[str, int]:
-        """Return the counters as a plain dict."""
-        return asdict(self)

@@ -1,0 +1,1 @@
+"""The SQL cold tier (the source of truth): tables, engine, every statement, schema."""

@@ -1,0 +1,24 @@
+-- Install a session read from SQL, unless another client already did, or the
+-- session was evicted since the read began (its eviction generation moved: the
+-- snapshot may be stale). When the hash is there but the list is gone while
+-- operations are pending (an eviction by Redis' maxmemory policy), the install
+-- is refused: the counters must not be reset.
+-- KEYS[1] meta  KEYS[2] items  KEYS[3] reserved  KEYS[4] generation
+-- ARGV[1] last seq  ARGV[2] floor  ARGV[3] whole (1|0)  ARGV[4] ttl_ms
+--   ARGV[5] generation read before SQL  ARGV[6..] envelopes, ascending
+-- Returns OK (installed) | NO (already there) | STALE_SNAPSHOT | LIST_LOST
+local meta, list, rsv = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', meta) == 1 then
+  if redis.call('EXISTS', list) == 1 then return NO end
+  local m = redis.call('HMGET', meta, BEHIND_OPS, RESERVED_COUNT, TAKES)
+  if tonumber(m[1]) > 0 or tonumber(m[2]) > 0 or tonumber(m[3] or '0') > 0 then
+    return LIST_LOST
+  end
+end
+if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[5] then return STALE_SNAPSHOT end
+redis.call('DEL', list, rsv)
+redis.call('HSET', meta, LAST_SEQ, ARGV[1], FLOOR, ARGV[2], WHOLE, ARGV[3], BEHIND_OPS, 0,
+  RESERVED_COUNT, 0, TAKES, 0, BARRIERS, 0, IN_SQL, ARGV[1])
+redis.call('RPUSH', list, header(ARGV[3], ARGV[2]), unpack(ARGV, 6))
+expire(tonumber(ARGV[4]), meta, list)
+return OK

@@ -1,0 +1,1 @@
+"""Session operations: reads, writes per write mode, compaction, admin and transfer."""

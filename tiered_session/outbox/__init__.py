@@ -1,0 +1,1 @@
+"""The write-behind outbox: entries, leases, applying batches, the flusher, dead letters."""

@@ -1,0 +1,372 @@
+"""TieredStore: the Redis hot tier and the SQL source of truth behind one object.
+
+The store wires the parts together and runs their lifecycle; each public
+method delegates to the component that does the work: reads and writes to
+:mod:`tiered_session.ops`, the outbox to :mod:`tiered_session.outbox`, the
+tiers to :mod:`tiered_session.hot` and :mod:`tiered_session.cold`.
+
+Example:
+    >>> import asyncio
+    >>> from tiered_session import TieredStore
+    >>> async def main():
+    ...     async with TieredStore.from_url(write_mode="behind") as store:
+    ...         s = store.session("user-1")
+    ...         await s.add_items([{"role": "user", "content": "hi"}])
+    ...         await store.flush()
+    ...         return await s.get_items(limit=1)
+    >>> asyncio.run(main())
+    [{'role': 'user', 'content': 'hi'}]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ._config import StoreConfig, validate_session_id
+from ._errors import ConfigurationError, StorageUnavailableError, StoreClosedError
+from ._progress import Progress
+from ._stats import Counters, StoreStats
+from .cold.engine import embedded_engine, engine_from_url
+from .cold.schema import ensure_schema
+from .cold.tier import SqlTier
+from .hot.connection import embedded_redis, redis_from_url
+from .hot.keys import KeySpace, SessionKeys
+from .hot.tier import HotTier
+from .ops.admin import Admin, SessionInfo, SessionStats
+from .ops.compaction import Compaction
+from .ops.expiry import ExpiryClock
+from .ops.modes import WriteBehind, WriteStrategy
+from .ops.reads import Reads
+from .ops.through import WriteThrough
+from .ops.transfer import ImportReport, Transfer
+from .ops.warming import Warmer
+from .ops.writes import Writes
+from .outbox.backlog import store_stats
+from .outbox.flusher import Flusher
+from .outbox.waiting import poll_until, wait_committed, wait_flushed
+
+if TYPE_CHECKING:
+    from .session import TieredSession
+
+__all__ = ["TieredStore"]
+
+log = logging.getLogger("tiered_session")
+
+#: seconds ``aclose`` waits for the flusher beyond its drain timeout before cancelling it
+_STOP_GRACE = 5.0
+
+
+class TieredStore:
+    """A Redis hot tier plus a SQL source of truth, shared by many sessions.
+
+    Example:
+        >>> store = TieredStore.from_url(hot_items=50)  # embedded default
+        >>> store.session("user-1").session_id
+        'user-1'
+
+    Args:
+        redis: a ``redis.asyncio.Redis`` client (``decode_responses=False``);
+            the caller keeps ownership. ``None`` uses an in-process fakeredis.
+        engine: a SQLAlchemy ``AsyncEngine``; the caller keeps ownership.
+            ``None`` uses an in-memory SQLite database (tables created).
+        config: a :class:`StoreConfig`; or pass its fields as keyword options.
+        owns_clients: close ``redis`` and ``engine`` on ``aclose()`` even when
+            they were passed in (``from_url`` stores own theirs).
+    """
+
+    def __init__(
+        self,
+        *,
+        redis: Redis | None = None,
+        engine: AsyncEngine | None = None,
+        config: StoreConfig | None = None,
+        owns_clients: bool = False,
+        **options: Any,
+    ) -> None:
+        if config is not None and options:
+            raise ConfigurationError("pass either config= or keyword options, not both")
+        if config is None:
+            try:
+                config = StoreConfig(**options)
+            except TypeError as e:
+                raise ConfigurationError(f"unknown option: {e}") from e
+        self.config = config
+        self._owns_redis = owns_clients or redis is None
+        self._owns_engine = owns_clients or engine is None
+        self._create_tables = config.create_tables or engine is None
+        self.redis: Redis = embedded_redis() if redis is None else redis
+        self.engine: AsyncEngine = embedded_engine() if engine is None else engine
+        self.keys = KeySpace(config.key_prefix, config.outbox_shards)
+        self.hot = HotTier(self.redis, self.keys)
+        self.sql = SqlTier(self.engine, config.sessions_table, config.messages_table)
+        self.counters = Counters()
+        self.mode: WriteStrategy = (
+            WriteBehind()
+            if config.write_mode == "behind"
+            else WriteThrough(self.hot, self.sql, config, self._wait_committed)
+        )
+        expiry = ExpiryClock(config.hot_ttl)
+        warmer = Warmer(self.hot, self.sql, config, self.counters, expiry)
+        self.reads = Reads(
+            self.hot, self.sql, self.counters, warmer, self.mode, expiry, self._ready
+        )
+        self.writes = Writes(
+            self.hot, config, self.counters, warmer, self.mode, expiry, self._ready, self._wake
+        )
+        self.compaction = Compaction(self.hot, warmer, self.mode, config.hot_items, self._ready)
+        self.admin = Admin(self.hot, self.sql, self.writes, self.flush, self._ready)
+        self.transfer = Transfer(self.hot, self.sql, self.admin, self.flush, self._ready)
+        self._started = False
+        self._closed = False
+        self._start_lock = asyncio.Lock()
+        self._flusher: Flusher | None = None
+        self._flusher_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    @classmethod
+    def from_url(
+        cls,
+        redis_url: str | None = None,
+        sql_url: str | None = None,
+        *,
+        redis_kwargs: dict[str, Any] | None = None,
+        engine_kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> TieredStore:
+        """Build a store that owns its clients (closed by ``aclose()``).
+
+        ``None`` for a URL selects the embedded default for that tier:
+        in-process fakeredis, in-memory SQLite.
+        """
+        redis = None if redis_url is None else redis_from_url(redis_url, redis_kwargs)
+        engine = None if sql_url is None else engine_from_url(sql_url, engine_kwargs or {})
+        return cls(redis=redis, engine=engine, owns_clients=True, **options)
+
+    def session(self, session_id: str, *, session_settings: Any = None) -> TieredSession:
+        """Return a session bound to this store (cheap; no I/O)."""
+        from .session import TieredSession
+
+        settings = self.config.session_settings if session_settings is None else session_settings
+        return TieredSession(session_id, store=self, session_settings=settings)
+
+    def session_keys(self, session_id: str) -> SessionKeys:
+        """The Redis keys of a session (validates the id)."""
+        return self.keys.session(validate_session_id(session_id))
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Create tables (if asked) and start the in-process flusher. Idempotent."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._closed:
+                raise StoreClosedError("this store is closed; create a new one")
+            try:
+                await ensure_schema(self.sql, create=self._create_tables)
+            except StorageUnavailableError as e:
+                # SQL down must not stop a process from starting: write-behind keeps
+                # accepting writes, reads are served from Redis, and SQL errors say so.
+                log.warning("SQL unreachable at start, schema not checked: %s", e)
+            if self.config.run_flusher:
+                self._flusher = Flusher(self)
+                self._flusher_task = asyncio.create_task(
+                    self._flusher.run(self._stop), name="tiered-session-flusher"
+                )
+                self._flusher_task.add_done_callback(_report_flusher_exit)
+            self._started = True
+
+    async def _ready(self) -> None:
+        if not self._started:
+            await self.start()
+        elif self._closed:
+            raise StoreClosedError("this store is closed; create a new one")
+        await self.mode.ready()
+
+    @property
+    def flusher_task(self) -> asyncio.Task[None] | None:
+        """The in-process flusher's task while it runs (``run_flusher=True``)."""
+        return self._flusher_task
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    async def retry_unsettled(self) -> None:
+        """Finish write-through settles Redis could not take earlier (the flusher calls this)."""
+        if isinstance(self.mode, WriteThrough):
+            await self.mode.settles.retry_unsettled()
+
+    def _wake(self) -> None:
+        if self._flusher is not None:
+            self._flusher.wake()
+
+    async def _wait_committed(self, k: SessionKeys, entry_id: bytes) -> None:
+        await wait_committed(self.hot, k.shard, entry_id, self._wake)
+
+    async def aclose(self, *, drain_timeout: float = 10.0) -> None:
+        """Drain and stop the flusher, then close the clients this store owns.
+
+        Idempotent. Clients passed in by the caller are left open.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        await self.mode.send_deferred()
+        if self._flusher_task is not None:
+            if self._flusher is not None:
+                self._flusher.drain_timeout = drain_timeout
+            self._stop.set()
+            try:
+                # The flusher drains within drain_timeout, then releases its leases.
+                await asyncio.wait_for(
+                    asyncio.shield(self._flusher_task), drain_timeout + _STOP_GRACE
+                )
+            except TimeoutError:
+                self._flusher_task.cancel()
+                log.warning("flusher did not stop within %.1fs; cancelled it", drain_timeout + 5)
+            except Exception as e:  # the flusher task itself failed: report, keep closing
+                log.error("flusher task failed: %s: %s", type(e).__name__, e)
+            await asyncio.gather(self._flusher_task, return_exceptions=True)
+            self._flusher_task = None
+        await self.mode.close()
+        await self.sql.close()
+        if self._owns_redis:
+            await self.redis.aclose()
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> TieredStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ one session
+    async def get_items(self, session_id: str, limit: int | None = None) -> list[Any]:
+        """Return a session's newest ``limit`` items (all when None), oldest first."""
+        return await self.reads.get_items(self.session_keys(session_id), limit)
+
+    async def add_items(self, session_id: str, items: list[Any]) -> None:
+        """Append items to a session; all of them or none are stored."""
+        await self.writes.add_items(self.session_keys(session_id), items)
+
+    async def pop_item(self, session_id: str) -> Any:
+        """Remove and return a session's newest item, or None when it is empty."""
+        return await self.writes.pop_item(self.session_keys(session_id))
+
+    async def clear_session(self, session_id: str) -> None:
+        """Delete every item of a session."""
+        await self.writes.clear_session(self.session_keys(session_id))
+
+    # ------------------------------------------------------------------ the outbox
+    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Return once every write accepted so far is committed in SQL.
+
+        Waits for whichever flusher owns each shard (this process's, or a
+        worker's). Raises ``TimeoutError`` after ``timeout`` seconds.
+        """
+        await self._ready()
+        await self.mode.send_deferred()
+        await wait_flushed(self.hot, self._wake, timeout)
+
+    async def evict(self, session_id: str, *, timeout: float | None = 30.0) -> None:  # noqa: ASYNC109
+        """Flush a session, then drop its Redis copy; the next read re-warms from SQL.
+
+        Waits until a flusher has committed the session's pending writes; raises
+        ``TimeoutError`` after ``timeout`` seconds (``None``: wait forever).
+        """
+        k = self.session_keys(session_id)
+        await self._ready()
+        await self.mode.send_deferred(k)
+        await poll_until(
+            lambda: self.hot.evict(k),
+            wake=self._wake,
+            timeout=timeout,
+            describe=lambda: (
+                f"evict({session_id!r}) waited {timeout}s for its pending writes to reach "
+                "SQL; is a flusher running (run_flusher=True or `tiered-session flush`) "
+                "and SQL reachable?"
+            ),
+        )
+
+    async def stats(self) -> StoreStats:
+        """Return counters of this process plus backlog figures from Redis."""
+        await self._ready()
+        return await store_stats(self.hot, self.counters, self.config.write_mode)
+
+    # ------------------------------------------------------------------ many sessions
+    async def list_sessions(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
+        """Return sessions that hold items, newest activity first, one page at a time."""
+        return await self.admin.list_sessions(limit, offset)
+
+    async def session_exists(self, session_id: str) -> bool:
+        """Return whether the session holds at least one item (in either tier)."""
+        return await self.admin.session_exists(session_id)
+
+    async def session_stats(self, session_id: str) -> SessionStats:
+        """Return item counts (total, hot, unflushed), size and times of one session."""
+        return await self.admin.session_stats(session_id)
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete a session from both tiers; return whether it held items."""
+        return await self.admin.delete_session(session_id)
+
+    async def cleanup(
+        self, older_than: timedelta, *, dry_run: bool = False, progress: Progress | None = None
+    ) -> int:
+        """Delete every session idle for longer than ``older_than``; return how many."""
+        return await self.admin.cleanup(older_than, dry_run=dry_run, progress=progress)
+
+    async def export_jsonl(
+        self,
+        path: str | Path,
+        session_ids: list[str] | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> int:
+        """Write sessions (all, or ``session_ids``) to a JSON Lines file; return how many."""
+        return await self.transfer.export_jsonl(Path(path), session_ids, progress)
+
+    async def import_jsonl(
+        self, path: str | Path, *, progress: Progress | None = None
+    ) -> ImportReport:
+        """Restore sessions written by :meth:`export_jsonl` (idempotent)."""
+        return await self.transfer.import_jsonl(Path(path), progress)
+
+    async def import_sdk_sqlite(
+        self,
+        path: str | Path,
+        *,
+        sessions_table: str = "agent_sessions",
+        messages_table: str = "agent_messages",
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Import every session of an SDK ``SQLiteSession``/``AsyncSQLiteSession`` file."""
+        return await self.transfer.import_sdk_sqlite(
+            Path(path),
+            sessions_table=sessions_table,
+            messages_table=messages_table,
+            progress=progress,
+        )
+
+
+def _report_flusher_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        e = task.exception()
+        log.error(
+            "the in-process flusher stopped on an unexpected %s: %s; this process no longer "
+            "flushes (run a `tiered-session flush` worker, or restart the process)",
+            type(e).__name__,
+            e,
+        )
