@@ -10,10 +10,7 @@ import pytest
 from tiered_session import TieredStore
 
 from .conftest import Backend, StoreFactory
-
-
-def msg(i: int, role: str = "user") -> dict[str, Any]:
-    return {"role": role, "content": f"message {i}", "type": "message"}
+from .support import message as msg
 
 
 async def test_empty_session(store: TieredStore) -> None:

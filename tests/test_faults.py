@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from tiered_session import (
 from tiered_session.ops.through import WriteThrough
 
 from .conftest import PG_URL, REDIS_URL, REQUIRE, Backend, require_servers
+from .support import free_port, wait_port
+from .support import message as msg
 
 pytestmark = [pytest.mark.faults, pytest.mark.servers]
 
@@ -60,32 +61,6 @@ def _missing(what: str) -> None:
     pytest.skip(what)
 
 
-def msg(i: Any) -> dict[str, Any]:
-    return {"role": "user", "content": f"message {i}", "type": "message"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, up: bool, limit: float = 15.0) -> None:
-    deadline = time.monotonic() + limit
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                is_up = True
-        except OSError:
-            is_up = False
-        if is_up == up:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"port {port} did not go {'up' if up else 'down'}")
-        time.sleep(0.02)
-
-
 # ---------------------------------------------------------------------- private servers
 class PrivatePostgres:
     """A PostgreSQL cluster in a temporary directory, run as the postgres OS user."""
@@ -96,7 +71,7 @@ class PrivatePostgres:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self.data = self.dir / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
         self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-N")
 
@@ -112,11 +87,11 @@ class PrivatePostgres:
         self._pg(
             "pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start"
         )
-        _wait_port(self.port, up=True)
+        wait_port(self.port, up=True)
 
     def stop(self) -> None:
         self._pg("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-        _wait_port(self.port, up=False)
+        wait_port(self.port, up=False)
 
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -128,7 +103,7 @@ class PrivateRedis:
     """A redis-server on its own port with no persistence, stopped by PID."""
 
     def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.tmp = tmp
         self.proc: subprocess.Popen[bytes] | None = None
@@ -151,13 +126,13 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_port(self.port, up=True)
+        wait_port(self.port, up=True)
 
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
-        _wait_port(self.port, up=False)
+        wait_port(self.port, up=False)
 
     def pause(self) -> None:
         assert self.proc is not None

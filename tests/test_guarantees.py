@@ -19,10 +19,7 @@ from tiered_session.cold.tier import Op
 from tiered_session.hot import scripts
 
 from .conftest import Backend, StoreFactory
-
-
-def msg(i: int) -> dict[str, Any]:
-    return {"role": "user", "content": f"m{i}"}
+from .support import short as msg
 
 
 class SqlSpy:

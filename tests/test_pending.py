@@ -27,7 +27,7 @@ from tiered_session.hot.tier import Call
 from tiered_session.ops.through import WriteThrough
 
 from .conftest import Backend
-from .test_guarantees import msg
+from .support import short as msg
 
 pytestmark = pytest.mark.parametrize("backend_kind", ["fake-mem", "fake-file", "real"])
 

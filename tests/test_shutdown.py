@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from .conftest import Backend
-
-
-def msg(i: int) -> dict[str, Any]:
-    return {"role": "user", "content": f"message {i}", "type": "message"}
+from .support import message as msg
 
 
 async def test_aclose_drains_backlog_and_leaves_no_task(backend: Backend) -> None:

@@ -17,7 +17,7 @@ import pytest
 from tiered_session import TieredStore
 
 from .conftest import PG_URL, Backend
-from .test_guarantees import msg
+from .support import short as msg
 
 pytestmark = pytest.mark.servers
 

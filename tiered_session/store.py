@@ -189,7 +189,8 @@ class TieredStore:
             await self.start()
         elif self._closed:
             raise StoreClosedError("this store is closed; create a new one")
-        await self.mode.ready()
+        if self.mode.has_leftovers:
+            await self.mode.ready()
 
     @property
     def flusher_task(self) -> asyncio.Task[None] | None:

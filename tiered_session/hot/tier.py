@@ -86,10 +86,10 @@ class HotTier:
         """Run one script (EVALSHA, loading it first where the server lacks it)."""
         try:
             try:
-                return await self.send(*_evalsha((script, keys, args)))
+                return await self.send("EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 await self.redis.script_load(script.source)
-                return await self.send(*_evalsha((script, keys, args)))
+                return await self.send("EVALSHA", script.sha, len(keys), *keys, *args)
         except RedisResponseError as e:
             raise StorageUnavailableError(f"Redis rejected script {script.name!r}: {e}") from e
         except (RedisError, OSError) as e:

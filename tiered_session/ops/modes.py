@@ -50,6 +50,13 @@ class WriteStrategy(Protocol):
     #: the mode as the scripts know it
     code: bytes
 
+    @property
+    def has_leftovers(self) -> bool:
+        """Whether an earlier call left work for :meth:`ready` (checked on every call)."""
+
+    #: whether an add must run to completion even if its caller is cancelled
+    shields_adds: bool
+
     def take_deferred(self, k: SessionKeys) -> list[Call] | None:
         """Settles of the session's committed adds that the next command should carry."""
 
@@ -58,9 +65,6 @@ class WriteStrategy(Protocol):
 
     async def run_after(self, settles: Sequence[Call], last: Call | tuple[Any, ...]) -> Any:
         """Send ``settles`` ahead of ``last`` in one write; return ``last``'s reply."""
-
-    async def guard_add(self, aw: Awaitable[None]) -> None:
-        """Run an add so that a cancelled caller leaves the whole batch or none."""
 
     async def added(self, k: SessionKeys, reply: Sequence[Any], datas: list[bytes]) -> None:
         """After the add script accepted the batch (``reply`` is its reply)."""
@@ -85,6 +89,10 @@ class WriteBehind:
     """Write-behind: the script's outbox entry is the write; the flusher commits it."""
 
     code = b"b"
+    has_leftovers = False
+    #: one atomic script (after a warm-up that writes no item): a cancelled caller
+    #: leaves the whole batch or none without a shield
+    shields_adds = False
 
     def take_deferred(self, k: SessionKeys) -> list[Call] | None:
         """Nothing is ever deferred."""
@@ -96,10 +104,6 @@ class WriteBehind:
     async def run_after(self, settles: Sequence[Call], last: Call | tuple[Any, ...]) -> Any:
         """Never called: there are no settles."""
         raise AssertionError("write-behind defers no settles")
-
-    async def guard_add(self, aw: Awaitable[None]) -> None:
-        """One atomic script (after a warm-up that writes no item): no shield needed."""
-        await aw
 
     async def added(self, k: SessionKeys, reply: Sequence[Any], datas: list[bytes]) -> None:
         """Accepted: done."""

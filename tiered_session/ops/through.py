@@ -40,7 +40,6 @@ from ..cold.tier import SqlTier
 from ..hot.keys import SessionKeys
 from ..hot.scripts import OpKind, Status
 from ..hot.tier import Call, HotTier, redis_down
-from .modes import run_to_completion
 from .settles import Settles
 
 __all__ = ["WriteThrough"]
@@ -70,6 +69,8 @@ class WriteThrough:
     """
 
     code = b"t"
+    #: an add's reserved seqs must be settled whatever its caller does
+    shields_adds = True
 
     def __init__(
         self,
@@ -85,6 +86,11 @@ class WriteThrough:
         self._wait_committed = wait_committed
 
     # ------------------------------------------------------------------ strategy
+    @property
+    def has_leftovers(self) -> bool:
+        """Whether settles wait for Redis to come back."""
+        return bool(self.settles.unsettled)
+
     def take_deferred(self, k: SessionKeys) -> list[Call] | None:
         """The session's deferred settles, for its next command to carry."""
         return self.settles.take(k)
@@ -98,10 +104,6 @@ class WriteThrough:
     async def run_after(self, settles: Sequence[Call], last: Call | tuple[Any, ...]) -> Any:
         """Send ``settles`` ahead of ``last`` in one write."""
         return await self.settles.run_after(settles, last)
-
-    async def guard_add(self, aw: Awaitable[None]) -> None:
-        """Shield the add: its reserved seqs must be settled whatever the caller does."""
-        await run_to_completion(aw)
 
     async def ready(self) -> None:
         """Retry settles queued while Redis was down (they are retried again later)."""

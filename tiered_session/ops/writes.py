@@ -86,7 +86,8 @@ class Writes:
         await self._ready()
         # The deferred settle is taken now, before the add starts: the previous
         # add's settle travels with this add's script.
-        await self.mode.guard_add(self._add(k, datas, self.mode.take_deferred(k)))
+        add = self._add(k, datas, self.mode.take_deferred(k))
+        await (run_to_completion(add) if self.mode.shields_adds else add)
         self.counters.items_added += len(datas)
 
     async def _add(self, k: SessionKeys, datas: list[bytes], settles: list[Any] | None) -> None:

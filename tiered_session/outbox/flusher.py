@@ -219,7 +219,8 @@ class Flusher:
         await self.leases.maintain()
         await self._retry_unsettled()
         owned = self.leases.owned
-        await self.recovery.sweep([s.keys for s in owned.values()])
+        if self.recovery.due():
+            await self.recovery.sweep([s.keys for s in owned.values()])
         if not owned:
             if block:
                 await _sleep_or(self._stop, min(_IDLE_CHECK, self.leases.ttl / 3), self._wake)

@@ -55,6 +55,10 @@ class Recovery:
         self.counters = counters
         self._next = 0.0
 
+    def due(self) -> bool:
+        """Whether :meth:`sweep` would look now."""
+        return time.monotonic() >= self._next
+
     async def sweep(self, shards: list[ShardKeys]) -> None:
         """Recover what outlived its writer in these shards (at most every few seconds)."""
         now = time.monotonic()
