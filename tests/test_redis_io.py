@@ -147,3 +147,31 @@ async def test_commands_larger_than_one_socket_write_arrive_whole(lean: Redis) -
     replies = await asyncio.gather(*(send("RPUSH", KEY, v) for v in big))
     assert sorted(replies) == [1, 2, 3, 4]
     assert sorted(await send("LRANGE", KEY, 0, -1)) == big
+
+
+async def test_the_redis_py_internals_the_adapter_uses_are_still_there(lean: Redis) -> None:
+    """hot/wire.py relies on these private members of redis-py; fail loudly if they change.
+
+    If this fails after a redis-py upgrade, widen nothing: adapt hot/wire.py to the new
+    internals (or drop the direct path), then move the pin in pyproject.toml.
+    """
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    pins = [r for r in importlib.metadata.requires("tiered-session") or [] if r.startswith("redis")]
+    assert Requirement(pins[0]).specifier.contains(importlib.metadata.version("redis"))
+    pool = lean.connection_pool
+    assert isinstance(pool, LeanConnectionPool)
+    assert isinstance(pool._available_connections, list)
+    assert hasattr(pool._in_use_connections, "add") and hasattr(pool._in_use_connections, "discard")
+    conn = await pool.get_connection()
+    try:
+        assert isinstance(conn._reader, asyncio.StreamReader)
+        assert isinstance(conn._writer, asyncio.StreamWriter)
+        assert conn in pool._in_use_connections
+    finally:
+        await pool.release(conn)
+    assert conn in pool._available_connections
+    send = command_sender(lean, direct_pool(lean))
+    assert await send("PING") in (b"PONG", True)
