@@ -134,13 +134,25 @@ async def test_pop_and_clear_wait_for_an_add_reserved_before_them(backend: Backe
 
 async def test_pop_passes_over_an_add_reserved_after_it_began(backend: Backend) -> None:
     store = backend.store(write_mode="through", hot_items=5)
-    other = backend.store(write_mode="through", hot_items=5).session("s")
+    other_store = backend.store(write_mode="through", hot_items=5)
+    other = other_store.session("s")
     await store.session("s").add_items([msg(0)])
     await store.flush()
     x = [msg("x")]
     fx = await reserve(store, "s", x)
+    waiting = asyncio.Event()  # the pop began: its script met x pending and waits
+    send = other_store.hot.send
+
+    async def spy(*args: Any) -> Any:
+        reply = await send(*args)
+        if args[:2] == ("EVALSHA", scripts.POP.sha) and reply[0] == Status.WAIT_EARLIER:
+            waiting.set()
+        return reply
+
+    other_store.hot.send = spy
     pop = asyncio.create_task(other.pop_item())
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(waiting.wait(), 10)
+    await asyncio.sleep(0.05)
     assert not pop.done()  # x was reserved before the pop began
     y = [msg("y")]
     fy = await reserve(store, "s", y)  # after: the pop is ordered before it
