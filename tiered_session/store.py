@@ -234,7 +234,9 @@ class TieredStore:
                 )
             except TimeoutError:
                 self._flusher_task.cancel()
-                log.warning("flusher did not stop within %.1fs; cancelled it", drain_timeout + 5)
+                log.warning(
+                    "flusher did not stop within %.1fs; cancelled it", drain_timeout + _STOP_GRACE
+                )
             except Exception as e:  # the flusher task itself failed: report, keep closing
                 log.error("flusher task failed: %s: %s", type(e).__name__, e)
             await asyncio.gather(self._flusher_task, return_exceptions=True)
