@@ -204,8 +204,7 @@ class TieredStore:
 
     async def retry_unsettled(self) -> None:
         """Finish write-through settles Redis could not take earlier (the flusher calls this)."""
-        if isinstance(self.mode, WriteThrough):
-            await self.mode.settles.retry_unsettled()
+        await self.mode.retry_unsettled()
 
     def _wake(self) -> None:
         if self._flusher is not None:

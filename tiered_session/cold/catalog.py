@@ -90,8 +90,7 @@ class Catalog:
             return (await conn.execute(stmt)).first() is not None
 
     # ------------------------------------------------------------------ one session
-    async def count_and_bytes(self, session_id: str, below: int | None) -> tuple[int, int]:
-        """Items of the session (with ``seq < below`` when given) and their JSON's size."""
+    def _count_stmt(self, session_id: str, below: int | None) -> Any:
         m = self.sql.messages
         if self.sql.dialect == "sqlite":
             size = func.length(sql_cast(m.c.message_data, LargeBinary))
@@ -100,19 +99,34 @@ class Catalog:
         stmt = select(func.count(), func.coalesce(func.sum(size), 0)).where(
             m.c.session_id == session_id
         )
-        if below is not None:
-            stmt = stmt.where(m.c.seq < below)
+        return stmt if below is None else stmt.where(m.c.seq < below)
+
+    def _times_stmt(self, session_id: str) -> Any:
+        sq = self.sql.sessions
+        return select(sq.c.created_at, sq.c.updated_at).where(sq.c.session_id == session_id)
+
+    async def count_and_bytes(self, session_id: str, below: int | None) -> tuple[int, int]:
+        """Items of the session (with ``seq < below`` when given) and their JSON's size."""
         async with self.sql.begin() as conn:
-            count, total = (await conn.execute(stmt)).one()
+            count, total = (await conn.execute(self._count_stmt(session_id, below))).one()
         return int(count), int(total)
 
     async def times(self, session_id: str) -> tuple[Any, Any] | None:
         """(created_at, updated_at) as stored, or None when the session has no row."""
-        sq = self.sql.sessions
-        stmt = select(sq.c.created_at, sq.c.updated_at).where(sq.c.session_id == session_id)
         async with self.sql.begin() as conn:
-            row = (await conn.execute(stmt)).first()
+            row = (await conn.execute(self._times_stmt(session_id))).first()
         return None if row is None else (row[0], row[1])
+
+    async def summary(
+        self, session_id: str, below: int | None, *, count: bool
+    ) -> tuple[int, int, tuple[Any, Any] | None]:
+        """:meth:`count_and_bytes` (when ``count``, else zeros) and :meth:`times`, in one go."""
+        items = total = 0
+        async with self.sql.begin() as conn:
+            if count:
+                items, total = (await conn.execute(self._count_stmt(session_id, below))).one()
+            row = (await conn.execute(self._times_stmt(session_id))).first()
+        return int(items), int(total), None if row is None else (row[0], row[1])
 
     async def max_seq(self, session_id: str) -> int:
         """The session's highest seq in SQL (0 when it has none)."""

@@ -18,11 +18,11 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
-from types import MappingProxyType
+
+from .._codec import HEADER, PENDING
 
 __all__ = [
     "ACK",
@@ -44,7 +44,6 @@ __all__ = [
     "RELEASE",
     "REPLACE",
     "REPLAY",
-    "SCRIPTS",
     "SETTLE",
     "TOUCH",
     "WARM",
@@ -142,12 +141,12 @@ class Mode:
 class Marker:
     """Markers in the hot list (names as in the prelude)."""
 
-    #: opens the list's header ``#<whole>|<floor>``
-    HEADER_MARK = b"#"
+    #: opens the list's header ``#<whole>|<floor>`` (the format: :mod:`tiered_session._codec`)
+    HEADER_MARK = HEADER
     #: opens a pending entry ``~<seq>|<json>``
-    PENDING_MARK = b"~"
+    PENDING_MARK = PENDING
     #: ``PENDING_MARK`` as a byte
-    PENDING_BYTE = 126
+    PENDING_BYTE = PENDING[0]
     #: an entry marked by index (LSET) for removal (LREM)
     TOMBSTONE = b"~-"
 
@@ -206,4 +205,3 @@ ALL = (
 )  # fmt: skip
 
 #: every script by name
-SCRIPTS: Mapping[str, Script] = MappingProxyType({s.name: s for s in ALL})

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict
 
-from .._codec import settled
+from .._codec import settled, split_envelope
 from .._config import validate_session_id
 from .._errors import InvalidInputError
 from .._progress import Progress
@@ -135,17 +135,14 @@ class Admin:
         hot = unflushed = hot_bytes = 0
         if whole is not None:
             for env in envs:
-                seq_text, _, data = settled(env).partition(b"|")
+                seq, data = split_envelope(settled(env))
                 hot += 1
                 hot_bytes += len(data)
-                if int(behind or 0) > 0 and int(seq_text) > int(in_sql or 0):
+                if int(behind or 0) > 0 and seq > int(in_sql or 0):
                     unflushed += 1
-        cold = cold_bytes = 0
-        if whole != b"1":
-            # Redis holds every item from the floor up; SQL holds the older ones.
-            below = int(floor) if whole is not None else None
-            cold, cold_bytes = await self.catalog.count_and_bytes(sid, below)
-        times = await self.catalog.times(sid)
+        # Redis holds every item from the floor up; SQL holds the older ones.
+        below = int(floor) if whole is not None else None
+        cold, cold_bytes, times = await self.catalog.summary(sid, below, count=whole != b"1")
         created, updated = (utc(times[0]), utc(times[1])) if times else (None, None)
         items = hot + cold
         return SessionStats(

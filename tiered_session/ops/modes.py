@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ..hot.keys import SessionKeys
+from ..hot.scripts import Mode
 from ..hot.tier import Call
 
 __all__ = ["WriteBehind", "WriteStrategy", "run_to_completion"]
@@ -81,6 +82,9 @@ class WriteStrategy(Protocol):
     async def ready(self) -> None:
         """Before a call: finish what an earlier call left (when Redis was down)."""
 
+    async def retry_unsettled(self) -> None:
+        """Finish what earlier calls left; raise while Redis is still down."""
+
     async def close(self) -> None:
         """Send or report what is left; the store is closing."""
 
@@ -88,7 +92,7 @@ class WriteStrategy(Protocol):
 class WriteBehind:
     """Write-behind: the script's outbox entry is the write; the flusher commits it."""
 
-    code = b"b"
+    code = Mode.BEHIND
     has_leftovers = False
     #: one atomic script (after a warm-up that writes no item): a cancelled caller
     #: leaves the whole batch or none without a shield
@@ -118,6 +122,9 @@ class WriteBehind:
         """Queued: done."""
 
     async def ready(self) -> None:
+        """Nothing is left over."""
+
+    async def retry_unsettled(self) -> None:
         """Nothing is left over."""
 
     async def close(self) -> None:

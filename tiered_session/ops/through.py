@@ -38,7 +38,7 @@ from .._errors import StorageUnavailableError
 from ..cold.errors import refused_by_constraint
 from ..cold.tier import SqlTier
 from ..hot.keys import SessionKeys
-from ..hot.scripts import OpKind, Status
+from ..hot.scripts import Mode, OpKind, Status
 from ..hot.tier import Call, HotTier, redis_down
 from .settles import Settles
 
@@ -68,7 +68,7 @@ class WriteThrough:
             an entry id (a compaction travels through the outbox in both modes).
     """
 
-    code = b"t"
+    code = Mode.THROUGH
     #: an add's reserved seqs must be settled whatever its caller does
     shields_adds = True
 
@@ -107,9 +107,12 @@ class WriteThrough:
 
     async def ready(self) -> None:
         """Retry settles queued while Redis was down (they are retried again later)."""
-        if self.settles.unsettled:
-            with contextlib.suppress(StorageUnavailableError):
-                await self.settles.retry_unsettled()
+        with contextlib.suppress(StorageUnavailableError):
+            await self.settles.retry_unsettled()
+
+    async def retry_unsettled(self) -> None:
+        """Retry settles queued while Redis was down; raise while it still is."""
+        await self.settles.retry_unsettled()
 
     async def close(self) -> None:
         """Send deferred settles; report those Redis still cannot take."""

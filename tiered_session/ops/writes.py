@@ -34,7 +34,7 @@ from .._stats import Counters
 from .._time import now_ms
 from ..hot.keys import SessionKeys
 from ..hot.scripts import Status
-from ..hot.tier import HotTier
+from ..hot.tier import Call, HotTier
 from .decoding import Decoder
 from .expiry import ExpiryClock
 from .modes import WriteStrategy, run_to_completion
@@ -90,7 +90,7 @@ class Writes:
         await (run_to_completion(add) if self.mode.shields_adds else add)
         self.counters.items_added += len(datas)
 
-    async def _add(self, k: SessionKeys, datas: list[bytes], settles: list[Any] | None) -> None:
+    async def _add(self, k: SessionKeys, datas: list[bytes], settles: list[Call] | None) -> None:
         cfg = self.config
         ttl = self.expiry.ttl_ms if self.expiry.due(k) else 0  # refresh the expiry every ttl/4
         args = [self.mode.code, cfg.hot_items, ttl, cfg.max_backlog, k.session_id, now_ms()]
