@@ -14,6 +14,7 @@ __all__ = [
     "CorruptDataError",
     "InvalidInputError",
     "MissingDependencyError",
+    "SessionSettingsError",
     "StoreClosedError",
     "StorageUnavailableError",
     "TieredSessionError",
@@ -26,6 +27,13 @@ class TieredSessionError(Exception):
 
 class ConfigurationError(TieredSessionError, ValueError):
     """An option, URL, table name or key prefix is invalid or contradicts another."""
+
+
+class SessionSettingsError(ConfigurationError, TypeError):
+    """``session_settings`` is neither a ``SessionSettings`` nor a dict of its fields.
+
+    A ``TypeError`` too, as the SDK's sessions raise for the same mistake.
+    """
 
 
 class InvalidInputError(TieredSessionError, ValueError):

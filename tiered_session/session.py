@@ -14,10 +14,11 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from ._config import validate_session_id
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, SessionSettingsError
 
 if TYPE_CHECKING:
     from .store import TieredStore
@@ -38,7 +39,6 @@ class TieredSession:
     """
 
     session_id: str
-    session_settings: Any
 
     def __init__(
         self,
@@ -50,7 +50,7 @@ class TieredSession:
         **options: Any,
     ) -> None:
         self.session_id = validate_session_id(session_id)
-        self.session_settings = _coerce_settings(session_settings)
+        self._settings = coerce_settings(session_settings)
         made = store is None
         if store is None:
             from .store import TieredStore
@@ -64,7 +64,6 @@ class TieredSession:
         self.owns_store = made if owns_store is None else owns_store
         self.store = store
         self._keys = store.keys.session(self.session_id)
-        self._reads, self._writes = store.reads, store.writes
 
     @classmethod
     def from_url(
@@ -82,26 +81,40 @@ class TieredSession:
         store = TieredStore.from_url(redis_url, sql_url, **options)
         return cls(session_id, store=store, session_settings=session_settings, owns_store=True)
 
+    @property
+    def session_settings(self) -> Any:
+        """The session's ``SessionSettings`` (``SessionSettings()`` when none was given).
+
+        Assign a ``SessionSettings``, a dict of its fields, or None.
+        """
+        if self._settings is None:
+            self._settings = default_settings()
+        return self._settings
+
+    @session_settings.setter
+    def session_settings(self, value: Any) -> None:
+        self._settings = coerce_settings(value)
+
     async def get_items(self, limit: int | None = None) -> list[Any]:
         """Return the newest ``limit`` items (all when None) in chronological order.
 
         When ``limit`` is None the session's ``session_settings.limit`` applies.
         """
-        if limit is None and self.session_settings is not None:
-            limit = getattr(self.session_settings, "limit", None)
-        return await self._reads.get_items(self._keys, limit)
+        if limit is None and self._settings is not None:
+            limit = self._settings.limit
+        return await self.store.reads.get_items(self._keys, limit)
 
     async def add_items(self, items: list[Any]) -> None:
         """Append items; all of them or none are stored."""
-        await self._writes.add_items(self._keys, items)
+        await self.store.writes.add_items(self._keys, items)
 
     async def pop_item(self) -> Any | None:
         """Remove and return the newest item, or None if the session is empty."""
-        return await self._writes.pop_item(self._keys)
+        return await self.store.writes.pop_item(self._keys)
 
     async def clear_session(self) -> None:
         """Delete every item of this session."""
-        await self._writes.clear_session(self._keys)
+        await self.store.writes.clear_session(self._keys)
 
     async def _get_compaction_snapshot(
         self, limit: int, *, prune_prefix: Callable[[Any], bool] | None = None
@@ -112,11 +125,28 @@ class TieredSession:
         and ignored: those items stay, and the encrypting wrapper keeps hiding them.
         """
         del prune_prefix
+        if self._storage_overridden():
+            return None
         return await self.store.compaction.snapshot(self._keys, limit)
 
     async def _atomic_replace_items(self, items: list[Any]) -> bool:
-        """The SDK's optional hook for replacing the whole history at once."""
+        """The SDK's optional hook for replacing the whole history at once.
+
+        False (the SDK then clears and adds through the overridden methods)
+        for a subclass that overrides a storage method.
+        """
+        if self._storage_overridden():
+            return False
         return await self.store.compaction.replace_all(self._keys, items)
+
+    def _storage_overridden(self) -> bool:
+        """Whether a subclass changed how items are read or written.
+
+        The compaction hooks write the store directly; for such a subclass they
+        decline, so its own ``add_items``/``clear_session`` see every change.
+        """
+        cls = type(self)
+        return any(getattr(cls, n) is not getattr(TieredSession, n) for n in _STORAGE_METHODS)
 
     async def aclose(self) -> None:
         """Close the private store if this session owns one; otherwise nothing."""
@@ -133,18 +163,39 @@ class TieredSession:
         return f"TieredSession({self.session_id!r}, write_mode={self.store.config.write_mode!r})"
 
 
-def _coerce_settings(value: Any) -> Any:
-    """Accept a SessionSettings, an object with ``.limit``, a dict, or None."""
+#: the methods a subclass overrides to own how items are stored
+_STORAGE_METHODS = ("get_items", "add_items", "pop_item", "clear_session")
+
+
+def default_settings() -> Any:
+    """``SessionSettings()`` from the SDK; without the SDK, an object with ``limit = None``."""
+    try:
+        from agents.memory import SessionSettings
+    except ImportError:
+        return SimpleNamespace(limit=None)
+    return SessionSettings()
+
+
+def coerce_settings(value: Any) -> Any:
+    """A SessionSettings (or any object with ``limit``) as is; a dict made one; None kept.
+
+    An unknown key or another type raises :class:`SessionSettingsError` (a
+    ``TypeError``), with the SDK's wording.
+    """
     if value is None or hasattr(value, "limit"):
         return value
-    if isinstance(value, dict):
-        try:
-            from agents.memory import SessionSettings
-        except ImportError:
-            from types import SimpleNamespace
-
-            return SimpleNamespace(limit=value.get("limit"))
-        return SessionSettings(**value)
-    raise ConfigurationError(
-        f"session_settings must be a SessionSettings, a dict or None, got {type(value).__name__}"
-    )
+    if not isinstance(value, dict):
+        raise SessionSettingsError(
+            f"session must be a SessionSettings instance or a dict, got {type(value).__name__}"
+        )
+    try:
+        from agents.memory.session_settings import coerce_session_settings
+    except ImportError:
+        unknown = sorted(str(k) for k in value if k != "limit")
+        if unknown:
+            raise SessionSettingsError(f"Unknown session settings: {', '.join(unknown)}") from None
+        return SimpleNamespace(limit=value.get("limit"))
+    try:
+        return coerce_session_settings(value)
+    except TypeError as e:  # the SDK's own message, under our exception root
+        raise SessionSettingsError(str(e)) from e

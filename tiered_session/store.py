@@ -30,27 +30,24 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._config import StoreConfig, validate_session_id
-from ._errors import ConfigurationError, StorageUnavailableError, StoreClosedError
+from ._errors import ConfigurationError
 from ._progress import Progress
 from ._stats import Counters, StoreStats
 from .cold.engine import embedded_engine, engine_from_url
-from .cold.schema import ensure_schema
 from .cold.tier import SqlTier
 from .hot.connection import embedded_redis, redis_from_url
 from .hot.keys import KeySpace, SessionKeys
 from .hot.tier import HotTier
 from .ops.admin import Admin, SessionInfo, SessionStats
 from .ops.compaction import Compaction
-from .ops.expiry import ExpiryClock
-from .ops.modes import WriteBehind, WriteStrategy
+from .ops.loops import Runtimes
+from .ops.modes import WriteStrategy
 from .ops.reads import Reads
-from .ops.through import WriteThrough
+from .ops.runtime import Shared
 from .ops.transfer import ImportReport, Transfer
-from .ops.warming import Warmer
 from .ops.writes import Writes
 from .outbox.backlog import store_stats
-from .outbox.flusher import Flusher
-from .outbox.waiting import poll_until, wait_committed, wait_flushed
+from .outbox.waiting import poll_until, wait_flushed
 
 if TYPE_CHECKING:
     from .session import TieredSession
@@ -58,9 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["TieredStore"]
 
 log = logging.getLogger("tiered_session")
-
-#: seconds ``aclose`` waits for the flusher beyond its drain timeout before cancelling it
-_STOP_GRACE = 5.0
 
 
 class TieredStore:
@@ -98,37 +92,17 @@ class TieredStore:
             except TypeError as e:
                 raise ConfigurationError(f"unknown option: {e}") from e
         self.config = config
-        self._owns_redis = owns_clients or redis is None
-        self._owns_engine = owns_clients or engine is None
-        self._create_tables = config.create_tables or engine is None
-        self.redis: Redis = embedded_redis() if redis is None else redis
-        self.engine: AsyncEngine = embedded_engine() if engine is None else engine
         self.keys = KeySpace(config.key_prefix, config.outbox_shards)
-        self.hot = HotTier(self.redis, self.keys)
-        self.sql = SqlTier(self.engine, config.sessions_table, config.messages_table)
         self.counters = Counters()
-        self.mode: WriteStrategy = (
-            WriteBehind()
-            if config.write_mode == "behind"
-            else WriteThrough(self.hot, self.sql, config, self._wait_committed)
+        create = config.create_tables or engine is None
+        self._shared = Shared(config, self.keys, self.counters, create)
+        #: the store's clients and parts, one set per event loop that uses the store
+        self.runtimes = Runtimes(
+            self._shared,
+            embedded_redis() if redis is None else redis,
+            embedded_engine() if engine is None else engine,
+            owns=(owns_clients or redis is None, owns_clients or engine is None),
         )
-        expiry = ExpiryClock(config.hot_ttl)
-        warmer = Warmer(self.hot, self.sql, config, self.counters, expiry)
-        self.reads = Reads(
-            self.hot, self.sql, self.counters, warmer, self.mode, expiry, self._ready
-        )
-        self.writes = Writes(
-            self.hot, config, self.counters, warmer, self.mode, expiry, self._ready, self._wake
-        )
-        self.compaction = Compaction(self.hot, warmer, self.mode, config.hot_items, self._ready)
-        self.admin = Admin(self.hot, self.sql, self.writes, self.flush, self._ready)
-        self.transfer = Transfer(self.hot, self.sql, self.admin, self.flush, self._ready)
-        self._started = False
-        self._closed = False
-        self._start_lock = asyncio.Lock()
-        self._flusher: Flusher | None = None
-        self._flusher_task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
 
     @classmethod
     def from_url(
@@ -160,92 +134,96 @@ class TieredStore:
         """The Redis keys of a session (validates the id)."""
         return self.keys.session(validate_session_id(session_id))
 
+    # ------------------------------------------------------------------ per event loop
+    # Connections belong to the loop that opened them: each loop that uses the
+    # store gets its own clients and parts (see :mod:`.ops.runtime`).
+    @property
+    def redis(self) -> Redis:
+        """The Redis client of the running event loop."""
+        return self.runtimes.current().redis
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine of the running event loop."""
+        return self.runtimes.current().engine
+
+    @property
+    def hot(self) -> HotTier:
+        """The Redis tier of the running event loop."""
+        return self.runtimes.current().hot
+
+    @property
+    def sql(self) -> SqlTier:
+        """The SQL tier of the running event loop."""
+        return self.runtimes.current().sql
+
+    @property
+    def mode(self) -> WriteStrategy:
+        """The write mode (``write_mode``) of the running event loop."""
+        return self.runtimes.current().mode
+
+    @property
+    def reads(self) -> Reads:
+        """Session reads, on the running event loop."""
+        return self.runtimes.current().reads
+
+    @property
+    def writes(self) -> Writes:
+        """Session writes, on the running event loop."""
+        return self.runtimes.current().writes
+
+    @property
+    def compaction(self) -> Compaction:
+        """The SDK compaction hooks, on the running event loop."""
+        return self.runtimes.current().compaction
+
+    @property
+    def admin(self) -> Admin:
+        """Operations on many sessions, on the running event loop."""
+        return self.runtimes.current().admin
+
+    @property
+    def transfer(self) -> Transfer:
+        """Export and import, on the running event loop."""
+        return self.runtimes.current().transfer
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Create tables (if asked) and start the in-process flusher. Idempotent."""
-        if self._started:
-            return
-        async with self._start_lock:
-            if self._started:
-                return
-            if self._closed:
-                raise StoreClosedError("this store is closed; create a new one")
-            try:
-                await ensure_schema(self.sql, create=self._create_tables)
-            except StorageUnavailableError as e:
-                # SQL down must not stop a process from starting: write-behind keeps
-                # accepting writes, reads are served from Redis, and SQL errors say so.
-                log.warning("SQL unreachable at start, schema not checked: %s", e)
-            if self.config.run_flusher:
-                self._flusher = Flusher(self)
-                self._flusher_task = asyncio.create_task(
-                    self._flusher.run(self._stop), name="tiered-session-flusher"
-                )
-                self._flusher_task.add_done_callback(_report_flusher_exit)
-            self._started = True
+        await self.runtimes.current().start()
 
     async def _ready(self) -> None:
-        if not self._started:
-            await self.start()
-        elif self._closed:
-            raise StoreClosedError("this store is closed; create a new one")
-        if self.mode.has_leftovers:
-            await self.mode.ready()
+        await self.runtimes.current().ready()
 
     @property
     def flusher_task(self) -> asyncio.Task[None] | None:
         """The in-process flusher's task while it runs (``run_flusher=True``)."""
-        return self._flusher_task
+        owner = self._shared.flusher_owner
+        return None if owner is None else owner.flusher_task
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
-        return self._closed
+        return self._shared.closed
 
     async def retry_unsettled(self) -> None:
         """Finish write-through settles Redis could not take earlier (the flusher calls this)."""
-        await self.mode.retry_unsettled()
+        await self.runtimes.current().retry_unsettled()
 
     def _wake(self) -> None:
-        if self._flusher is not None:
-            self._flusher.wake()
-
-    async def _wait_committed(self, k: SessionKeys, entry_id: bytes) -> None:
-        await wait_committed(self.hot, k.shard, entry_id, self._wake)
+        self.runtimes.current().wake()
 
     async def aclose(self, *, drain_timeout: float = 10.0) -> None:
         """Drain and stop the flusher, then close the clients this store owns.
 
-        Idempotent. Clients passed in by the caller are left open.
+        Idempotent, and callable from any event loop: each loop's connections
+        are closed on that loop. Clients passed in by the caller are left open.
         """
-        if self._closed:
+        if self._shared.closed:
             return
-        self._closed = True
-        await self.mode.send_deferred()
-        if self._flusher_task is not None:
-            if self._flusher is not None:
-                self._flusher.drain_timeout = drain_timeout
-            self._stop.set()
-            try:
-                # The flusher drains within drain_timeout, then releases its leases.
-                await asyncio.wait_for(
-                    asyncio.shield(self._flusher_task), drain_timeout + _STOP_GRACE
-                )
-            except TimeoutError:
-                self._flusher_task.cancel()
-                log.warning(
-                    "flusher did not stop within %.1fs; cancelled it", drain_timeout + _STOP_GRACE
-                )
-            except Exception as e:  # the flusher task itself failed: report, keep closing
-                log.error("flusher task failed: %s: %s", type(e).__name__, e)
-            await asyncio.gather(self._flusher_task, return_exceptions=True)
-            self._flusher_task = None
-        await self.mode.close()
-        await self.sql.close()
-        if self._owns_redis:
-            await self.redis.aclose()
-        if self._owns_engine:
-            await self.engine.dispose()
+        self._shared.closed = True
+        self._shared.drain_timeout = drain_timeout
+        await self.runtimes.close(drain_timeout)
 
     async def __aenter__(self) -> TieredStore:
         await self.start()
@@ -278,9 +256,10 @@ class TieredStore:
         Waits for whichever flusher owns each shard (this process's, or a
         worker's). Raises ``TimeoutError`` after ``timeout`` seconds.
         """
-        await self._ready()
-        await self.mode.send_deferred()
-        await wait_flushed(self.hot, self._wake, timeout)
+        rt = self.runtimes.current()
+        await rt.ready()
+        await rt.mode.send_deferred()
+        await wait_flushed(rt.hot, rt.wake, timeout)
 
     async def evict(self, session_id: str, *, timeout: float | None = 30.0) -> None:  # noqa: ASYNC109
         """Flush a session, then drop its Redis copy; the next read re-warms from SQL.
@@ -360,15 +339,4 @@ class TieredStore:
             sessions_table=sessions_table,
             messages_table=messages_table,
             progress=progress,
-        )
-
-
-def _report_flusher_exit(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        e = task.exception()
-        log.error(
-            "the in-process flusher stopped on an unexpected %s: %s; this process no longer "
-            "flushes (run a `tiered-session flush` worker, or restart the process)",
-            type(e).__name__,
-            e,
         )

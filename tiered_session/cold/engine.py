@@ -11,16 +11,30 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
+import uuid
 import weakref
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine.base import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from .._errors import ConfigurationError
 
-__all__ = ["DIALECTS", "embedded_engine", "engine_from_url", "uses_asyncpg", "writer_lock"]
+__all__ = [
+    "DIALECTS",
+    "WriterLock",
+    "embedded_engine",
+    "engine_for_another_loop",
+    "engine_from_url",
+    "memory_engine",
+    "serves_any_loop",
+    "uses_asyncpg",
+    "writer_lock",
+]
 
 #: the SQL backends the store runs on, by SQLAlchemy dialect name
 DIALECTS = ("sqlite", "postgresql")
@@ -36,7 +50,50 @@ PG_POOL: dict[str, Any] = {"pool_size": 10, "max_overflow": 0, "pool_use_lifo": 
 #: fsync at checkpoints only (WAL keeps commits durable against process crashes)
 _SQLITE_PRAGMAS = ("busy_timeout = 10000", "foreign_keys = ON", "synchronous = NORMAL")
 
-_WRITER_LOCKS: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+#: seconds between tries for the writer lock while another thread's loop holds it
+_OTHER_THREAD_POLL = 0.001
+
+
+class WriterLock:
+    """One writer at a time on a SQLite database, across coroutines and event loops.
+
+    Coroutines of one loop queue on that loop's ``asyncio.Lock`` (fair, no
+    polling); the loop holding it then takes a thread lock, which a caller on
+    another thread's loop polls for while held. With a single loop the thread
+    lock is always free at once.
+    """
+
+    def __init__(self) -> None:
+        self._thread = threading.Lock()
+        self._guard = threading.Lock()
+        self._per_loop: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+    def _loop_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._per_loop.get(loop)
+        if lock is None:
+            with self._guard:
+                for old in [o for o in self._per_loop if o.is_closed()]:
+                    del self._per_loop[old]
+                lock = self._per_loop.setdefault(loop, asyncio.Lock())
+        return lock
+
+    async def __aenter__(self) -> None:
+        lock = self._loop_lock()
+        await lock.acquire()
+        try:
+            while not self._thread.acquire(blocking=False):  # noqa: ASYNC110
+                await asyncio.sleep(_OTHER_THREAD_POLL)
+        except BaseException:
+            lock.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._thread.release()
+        self._loop_lock().release()
+
+
+_WRITER_LOCKS: weakref.WeakKeyDictionary[Any, WriterLock] = weakref.WeakKeyDictionary()
 
 
 def engine_from_url(url: str, engine_kwargs: dict[str, Any] | None = None) -> AsyncEngine:
@@ -53,9 +110,9 @@ def engine_from_url(url: str, engine_kwargs: dict[str, Any] | None = None) -> As
             "(or sqlite+aiosqlite:// for in-memory) or postgresql+asyncpg://user@host/db"
         )
     kwargs = dict(engine_kwargs or {})
-    if scheme == "sqlite+aiosqlite" and (url.endswith("://") or ":memory:" in url):
-        kwargs.setdefault("poolclass", StaticPool)
-    elif scheme == "postgresql+asyncpg" and "poolclass" not in kwargs:
+    if scheme == "sqlite+aiosqlite" and (url.endswith("://") or url.endswith(":memory:")):
+        return memory_engine(kwargs)
+    if scheme == "postgresql+asyncpg" and "poolclass" not in kwargs:
         for name, value in PG_POOL.items():
             kwargs.setdefault(name, value)
     try:
@@ -66,7 +123,23 @@ def engine_from_url(url: str, engine_kwargs: dict[str, Any] | None = None) -> As
 
 def embedded_engine() -> AsyncEngine:
     """An in-memory SQLite database, one connection shared by every caller."""
-    return create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
+    return memory_engine({})
+
+
+def memory_engine(engine_kwargs: dict[str, Any]) -> AsyncEngine:
+    """An in-memory SQLite database that outlives any one of its connections.
+
+    SQLAlchemy replaces a connection that failed mid-statement (a cancelled
+    call does that); a plain ``:memory:`` database would vanish with it. This
+    one is a named in-memory database kept open by an idle anchor connection
+    for as long as the engine exists, so the replacement sees the same data.
+    """
+    name = f"file:tiered-session-{uuid.uuid4().hex}?mode=memory&cache=shared"
+    anchor = sqlite3.connect(name, uri=True, check_same_thread=False)
+    kwargs = {"poolclass": StaticPool, **engine_kwargs}
+    engine = create_async_engine(f"sqlite+aiosqlite:///{name}&uri=true", **kwargs)
+    weakref.finalize(engine.sync_engine, anchor.close)
+    return engine
 
 
 def uses_asyncpg(engine: AsyncEngine) -> bool:
@@ -74,7 +147,36 @@ def uses_asyncpg(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg"
 
 
-def writer_lock(engine: AsyncEngine) -> asyncio.Lock:
+def serves_any_loop(engine: AsyncEngine) -> bool:
+    """Whether one engine may serve several event loops: SQLite (aiosqlite) yes.
+
+    aiosqlite runs each connection on a thread of its own and answers on the
+    caller's loop; network drivers (asyncpg) tie a connection to the loop that
+    opened it.
+    """
+    return engine.dialect.name == "sqlite"
+
+
+def engine_for_another_loop(engine: AsyncEngine) -> AsyncEngine:
+    """An engine like ``engine`` (same URL, dialect and pool settings) with a new pool.
+
+    Pool event listeners are kept (they live on the pool); listeners set on
+    the engine itself are not.
+    """
+    sync = engine.sync_engine
+    clone = Engine(
+        sync.pool.recreate(),
+        sync.dialect,
+        sync.url,
+        logging_name=sync.logging_name,
+        echo=sync.echo,
+        execution_options=sync.get_execution_options(),
+        hide_parameters=sync.hide_parameters,
+    )
+    return AsyncEngine(clone)
+
+
+def writer_lock(engine: AsyncEngine) -> WriterLock:
     """The lock that serialises this process's SQLite transactions on ``engine``.
 
     SQLite allows one writer: transactions wait for the lock instead of
@@ -84,7 +186,7 @@ def writer_lock(engine: AsyncEngine) -> asyncio.Lock:
     """
     lock = _WRITER_LOCKS.get(engine.sync_engine)
     if lock is None:
-        lock = _WRITER_LOCKS[engine.sync_engine] = asyncio.Lock()
+        lock = _WRITER_LOCKS[engine.sync_engine] = WriterLock()
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         if not isinstance(engine.pool, StaticPool):
             event.listen(engine.sync_engine, "connect", _sqlite_wal)

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._errors import ConfigurationError, StorageUnavailableError
 from .driver import Driver
-from .engine import DIALECTS, uses_asyncpg, writer_lock
+from .engine import DIALECTS, WriterLock, uses_asyncpg, writer_lock
 from .errors import SeqCollisionError, describe
 from .statements import Statements
 from .tables import build_tables
@@ -78,7 +77,7 @@ class SqlTier:
         self.driver = Driver(engine, keep=self.direct)
         #: whether several transactions may write at once (SQLite allows one writer)
         self.parallel_writers = dialect != "sqlite"
-        self._lock: asyncio.Lock | None = writer_lock(engine) if dialect == "sqlite" else None
+        self._lock: WriterLock | None = writer_lock(engine) if dialect == "sqlite" else None
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:

@@ -20,7 +20,14 @@ from redis.asyncio.cluster import RedisCluster
 from .._errors import ConfigurationError
 from .wire import LeanConnectionPool
 
-__all__ = ["can_block", "direct_pool", "embedded_redis", "is_embedded", "redis_from_url"]
+__all__ = [
+    "can_block",
+    "direct_pool",
+    "embedded_redis",
+    "is_embedded",
+    "redis_for_another_loop",
+    "redis_from_url",
+]
 
 #: client options of a store built from a URL: fail fast when Redis is
 #: unreachable or paused rather than hang; a burst of more concurrent calls
@@ -47,6 +54,31 @@ def redis_from_url(url: str, options: dict[str, Any] | None = None) -> Redis:
         raise ConfigurationError("redis_url must start with redis://, rediss:// or unix://")
     kwargs = {**URL_DEFAULTS, **(options or {}), "decode_responses": False}
     return Redis.from_pool(LeanConnectionPool.from_url(url, **kwargs))
+
+
+def redis_for_another_loop(redis: Redis) -> Redis:
+    """A client like ``redis`` (same server, same options) with a pool of its own.
+
+    A connection belongs to the event loop that opened it, so a store used
+    from a second loop talks through a second client. The embedded fakeredis
+    keeps its server: both clients see the same data.
+    """
+    if isinstance(redis, RedisCluster):
+        raise ConfigurationError(
+            "a RedisCluster client passed in serves one event loop: use the store from "
+            "the loop that made it, or give each loop its own store"
+        )
+    pool = redis.connection_pool
+    options: dict[str, Any] = {
+        "connection_class": pool.connection_class,
+        "max_connections": pool.max_connections,
+        **pool.connection_kwargs,
+    }
+    timeout = getattr(pool, "timeout", None)
+    if timeout is not None:  # LeanConnectionPool, BlockingConnectionPool
+        options["timeout"] = timeout
+    clone: Redis = type(redis).from_pool(type(pool)(**options))
+    return clone
 
 
 def is_embedded(redis: Any) -> bool:

@@ -23,6 +23,8 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +42,8 @@ __all__ = ["Compaction", "CompactionSnapshot"]
 
 #: warm-ups tried before a compaction gives up (the SDK then takes its slower path)
 _ATTEMPTS = 3
+#: seconds a whole-history replacement waits for the session's writes in flight
+_IN_FLIGHT_WAIT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +119,21 @@ class Compaction:
     async def replace_all(self, k: SessionKeys, output: list[Any]) -> bool:
         """Replace the whole history with ``output`` atomically (the SDK's manual compaction).
 
-        Returns False, leaving the history as it is, while a write-through
-        operation of the session is in flight; the SDK then falls back to a
-        clear followed by an add.
+        A write-through operation of the session in flight (a concurrent
+        add) is waited for, so the replacement lands wholly before or after
+        it; past ``_IN_FLIGHT_WAIT`` seconds this returns False, leaving the
+        history as it is (the SDK then falls back to a clear and an add).
         """
         await self._ready()
-        return await self._replace(k, None, output)
+        deadline = time.monotonic() + _IN_FLIGHT_WAIT
+        pause = 0.001
+        while True:
+            if await self._replace(k, None, output):
+                return True
+            if time.monotonic() + pause > deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     async def _replace(
         self, k: SessionKeys, expected: list[bytes] | None, output: list[Any]

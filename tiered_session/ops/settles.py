@@ -88,7 +88,13 @@ class Settles:
             batch = [c for calls in self._deferred.values() for c in calls]
             self._deferred.clear()
         if batch:
-            await asyncio.gather(*(self._finish(c) for c in batch))
+            try:
+                await asyncio.gather(*(self._finish(c) for c in batch))
+            except asyncio.CancelledError:
+                # Whether Redis took them is unknown: retry them all, in order
+                # (idempotent), rather than leave their operations in flight.
+                self.unsettled.extend(c for c in batch if c not in self.unsettled)
+                raise
         if k is not None and self._tasks:  # settles a background task already took
             await self.wait_background()
 

@@ -60,10 +60,21 @@ _BLOCK_AT_MOST = 0.25  # a blocking read returns this often, so stop() is seen
 class FlusherHost(Protocol):
     """What a flusher needs from its store: the tiers, options, counters."""
 
-    hot: HotTier
-    sql: SqlTier
-    config: StoreConfig
-    counters: Counters
+    @property
+    def hot(self) -> HotTier:
+        """The Redis tier."""
+
+    @property
+    def sql(self) -> SqlTier:
+        """The SQL tier."""
+
+    @property
+    def config(self) -> StoreConfig:
+        """The store's options."""
+
+    @property
+    def counters(self) -> Counters:
+        """The store's counters."""
 
     async def retry_unsettled(self) -> None:
         """Finish write-through settles Redis could not take earlier."""
@@ -133,8 +144,13 @@ class Flusher:
         await self.leases.release()
 
     # ------------------------------------------------------------------ main loop
-    async def run(self, stop: asyncio.Event, *, drain_on_stop: bool = True) -> None:
+    async def run(
+        self, stop: asyncio.Event, *, drain_on_stop: bool = True, drain_on_cancel: bool = False
+    ) -> None:
         """Flush until ``stop`` is set, then drain what is left within ``drain_timeout``.
+
+        ``drain_on_cancel``: a cancellation before ``stop`` is set (the end of the
+        event loop the flusher runs on) drains once more before it ends the task.
 
         Failures (Redis or SQL unreachable) are retried with capped exponential
         backoff, logged when they start, every 30 s while they last, and when
@@ -142,10 +158,15 @@ class Flusher:
         """
         self._stop = stop
         backoff = 0.0
+        me = asyncio.current_task()
         try:
             while not stop.is_set():
                 try:
                     moved = await self._step(block=True)
+                    if me is not None and me.cancelling():
+                        # Python 3.11's wait_for (used by the Redis clients) can swallow a
+                        # cancellation that lands as its inner call finishes: honour it here.
+                        raise asyncio.CancelledError
                 except (StorageUnavailableError, RedisError, OSError) as e:
                     backoff = min(MAX_BACKOFF, max(0.05, backoff * 2))
                     self._report_trouble(f"{e}", backoff)
@@ -160,17 +181,27 @@ class Flusher:
                     # ms of lag; flush() and evict() wake the flusher at once).
                     await _sleep_or(stop, min(self.interval, _LINGER), self._wake)
             if drain_on_stop:
-                try:
-                    await self.drain(timeout=self.drain_timeout)
-                except (StorageUnavailableError, RedisError, OSError, TimeoutError) as e:
-                    log.warning(
-                        "flusher %s stopped with entries left (another flusher will take "
-                        "them over): %s",
-                        self.token,
-                        e,
-                    )
+                await self._last_drain()
+        except asyncio.CancelledError:
+            if drain_on_cancel and not stop.is_set():
+                # The cancellation may have cut a batch short: read our pending entries again.
+                for state in self.leases.owned.values():
+                    state.replay = True
+                self.leases.renew_soon()  # and take the leases a cut-short renewal missed
+                await self._last_drain()
+            raise
         finally:
             await self.release()
+
+    async def _last_drain(self) -> None:
+        try:
+            await self.drain(timeout=self.drain_timeout)
+        except (StorageUnavailableError, RedisError, OSError, TimeoutError) as e:
+            log.warning(
+                "flusher %s stopped with entries left (another flusher will take them over): %s",
+                self.token,
+                e,
+            )
 
     def _report_trouble(self, what: str, retry_in: float) -> None:
         now = time.monotonic()
