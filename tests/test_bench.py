@@ -15,7 +15,7 @@ from tiered_session.bench import BenchEnv, BenchOptions, Sizes, run_bench, termi
 from tiered_session.bench.env import BenchSession
 from tiered_session.bench.tiered import TieredEmbedded
 
-from .conftest import servers_up
+from .conftest import PG_URL, REDIS_URL, servers_up
 
 TINY = Sizes(
     calls=5,
@@ -66,6 +66,8 @@ async def test_quick_run_writes_outputs_and_flags_wrong_results(tmp_path: Path) 
         sizes=TINY,
         extra_backends={"broken": lambda env: BrokenBackend(env)},
         log=lambda msg: None,
+        redis_url=REDIS_URL,  # the suite's own db (TIERED_SESSION_TEST_REDIS)
+        sql_url=PG_URL,
     )
     doc = await run_bench(opts, command="test")
     add = doc["workloads"]["add"]["cells"]

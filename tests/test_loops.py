@@ -19,6 +19,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,29 @@ def _default_loop() -> asyncio.AbstractEventLoop:
         loop = policy.get_event_loop()
     policy.set_event_loop(None)
     return loop
+
+
+def test_loops_closed_without_finalizing_close_their_clients_first(
+    target: Target, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``run_until_complete`` then ``close()`` on threads (no shutdown_asyncgens)."""
+    store = target.store(write_mode=mode)
+    s = store.session("closed-loops")
+
+    def add(i: int) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(s.add_items([message(i)]))
+        finally:
+            loop.close()
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            for f in [pool.submit(add, i) for i in range(10)]:
+                f.result(60)
+        got = asyncio.run(s.get_items())
+        assert sorted(m["content"] for m in got) == sorted(message(i)["content"] for i in range(10))
+        if mode == "behind":  # each loop drained what it accepted before it closed
+            assert len(in_sql(store, "closed-loops")) == 10
+        asyncio.run(store.aclose())
+    assert "destroyed but it is pending" not in caplog.text

@@ -55,6 +55,11 @@ _SEP = b"|"
 _OPTS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
+#: the first byte of an item holding integers beyond 64 bits (JSON whitespace)
+EXACT = b" "
+_EXACT_MARKS = (EXACT, " ")
+
+
 def encode_item(item: Any) -> bytes:
     """Encode one item to compact JSON bytes, or raise InvalidInputError."""
     if not isinstance(item, dict):
@@ -65,7 +70,9 @@ def encode_item(item: Any) -> bytes:
         # orjson refuses integers beyond 64 bits, which JSON allows.
         if "Integer exceeds" not in str(e):
             raise InvalidInputError(f"item is not JSON-serialisable: {e}") from e
-        data = _encode_strict(item)
+        # orjson would read them back as floats: the leading space (still JSON)
+        # tells decode_item to read this item exactly.
+        data = EXACT + _encode_strict(item)
     else:
         # orjson writes NaN/Infinity as null; only then do the slower strict check.
         if b"null" in data:
@@ -82,13 +89,24 @@ def _encode_strict(item: Any) -> bytes:
 
 def decode_item(data: bytes | str) -> Any:
     """Decode stored JSON; raise CorruptDataError when it is not valid JSON."""
+    if data[:1] in _EXACT_MARKS:
+        return _decode_exact(data)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        try:
-            return json.loads(data)
-        except ValueError as e:
-            raise CorruptDataError(f"stored item is not valid JSON: {e}") from e
+        return _decode_exact(data)
+
+
+def _decode_exact(data: bytes | str) -> Any:
+    try:
+        return json.loads(data, parse_constant=_refuse_constant)
+    except ValueError as e:
+        raise CorruptDataError(f"stored item is not valid JSON: {e}") from e
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity are not JSON: writes refuse them, and so do reads."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def envelope(seq: int, data: bytes) -> bytes:
@@ -103,8 +121,11 @@ def split_envelope(env: bytes) -> tuple[int, bytes]:
         if sep <= 0:
             raise ValueError("no separator")
         return int(env[:sep]), env[sep + 1 :]
-    except ValueError as e:
-        raise CorruptDataError(f"malformed hot-tier entry {env[:40]!r}") from e
+    except ValueError:
+        # (where and what kind, never the entry's bytes: they are user content)
+        raise CorruptDataError(
+            f"malformed hot-tier entry ({len(env)} bytes, no '<seq>|' prefix)"
+        ) from None
 
 
 def entry_json(env: bytes) -> bytes:

@@ -21,14 +21,15 @@ __all__ = [
     "StoreConfig",
     "WriteMode",
     "default",
+    "redact_url",
     "validate_session_id",
 ]
 
 WriteMode = Literal["through", "behind"]
 
 MAX_SESSION_ID_BYTES = 512
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,9 @@ class StoreConfig:
         inflight_timeout: seconds after which a write-through operation whose
             writer vanished is recovered by a flusher.
         session_settings: default ``SessionSettings`` handed to new sessions.
+        allow_eviction: accept a Redis whose ``maxmemory-policy`` is ``allkeys-*``
+            (it may evict writes not yet in SQL: they are lost). Off by default:
+            such a Redis is a ConfigurationError at start.
     """
 
     write_mode: WriteMode = "through"
@@ -75,6 +79,7 @@ class StoreConfig:
     max_attempts: int = 5
     inflight_timeout: float = 60.0
     session_settings: Any = None
+    allow_eviction: bool = False
 
     def __post_init__(self) -> None:
         if self.write_mode not in ("through", "behind"):
@@ -92,14 +97,14 @@ class StoreConfig:
                 raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
         if self.lease_ttl < 1:
             raise ConfigurationError("lease_ttl must be at least 1 second")
-        if not isinstance(self.key_prefix, str) or not _PREFIX.match(self.key_prefix):
+        if not isinstance(self.key_prefix, str) or not _PREFIX.fullmatch(self.key_prefix):
             raise ConfigurationError(
                 f"key_prefix {self.key_prefix!r} is invalid: "
                 "use 1-64 letters, digits, '_', '.', '-'"
             )
         for name in ("sessions_table", "messages_table"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not _IDENT.match(value):
+            if not isinstance(value, str) or not _IDENT.fullmatch(value):
                 raise ConfigurationError(
                     f"{name} {value!r} is not a valid table name: use a letter or '_' "
                     "followed by up to 62 letters, digits or '_'"
@@ -119,7 +124,13 @@ def validate_session_id(session_id: Any) -> str:
         raise InvalidInputError(f"session_id must be a str, got {type(session_id).__name__}")
     if not session_id:
         raise InvalidInputError("session_id must not be empty")
-    if len(session_id.encode("utf-8", "surrogatepass")) > MAX_SESSION_ID_BYTES:
+    try:
+        encoded = session_id.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(
+            f"session_id must be encodable as UTF-8 (character {e.start} is a lone surrogate)"
+        ) from None
+    if len(encoded) > MAX_SESSION_ID_BYTES:
         raise InvalidInputError(f"session_id is longer than {MAX_SESSION_ID_BYTES} bytes (UTF-8)")
     if "\x00" in session_id:
         raise InvalidInputError("session_id must not contain NUL characters")
@@ -132,3 +143,32 @@ def default(name: str) -> Any:
         if f.name == name and f.default is not MISSING:
             return f.default
     raise KeyError(f"StoreConfig has no option {name!r} with a default")
+
+
+#: query parameters whose values are secrets, in any URL redis-py or SQLAlchemy accepts
+_SECRET_PARAMS = re.compile(
+    r"(?i)([?&;](?:[a-z_]*pass(?:word|wd)?|pwd|secret|token|api[_-]?key|auth|credentials?|"
+    r"ssl_?key(?:file)?_?password)=)[^&;#]*"
+)
+
+
+def redact_url(url: str | None) -> str:
+    """A URL fit for logs and errors: no password, in userinfo or in query parameters.
+
+    Example:
+        >>> redact_url("redis://user:s3cret@cache:6379/0?password=s3cret&db=1")
+        'redis://user:***@cache:6379/0?password=***&db=1'
+        >>> redact_url("postgres:s3cret@db/agents")  # no scheme: nothing of it is shown
+        '<a URL without scheme://>'
+    """
+    if url is None:
+        return "embedded"
+    if "://" not in url:
+        return "<a URL without scheme://>"
+    scheme, rest = url.split("://", 1)
+    netloc_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, netloc_end)  # (as urlparse: the last "@" ends the userinfo)
+    if at >= 0 and ":" in rest[:at]:
+        rest = rest[:at].split(":", 1)[0] + ":***" + rest[at:]
+    url = f"{scheme}://{rest}"
+    return _SECRET_PARAMS.sub(r"\1***", url)

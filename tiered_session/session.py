@@ -13,12 +13,15 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from ._config import validate_session_id
 from ._errors import ConfigurationError, SessionSettingsError
+from .hot.connection import MEMORY_URL
 
 if TYPE_CHECKING:
     from .store import TieredStore
@@ -47,19 +50,20 @@ class TieredSession:
         store: TieredStore | None = None,
         session_settings: Any = None,
         owns_store: bool | None = None,
+        db_path: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
         self.session_id = validate_session_id(session_id)
         self._settings = coerce_settings(session_settings)
         made = store is None
-        if store is None:
-            from .store import TieredStore
-
-            store = TieredStore(**options)
-        elif options:
+        if store is not None and (options or db_path is not None):
             raise ConfigurationError(
                 "store options cannot be combined with store=; configure the store instead"
             )
+        if store is None:
+            from .store import TieredStore
+
+            store = TieredStore(**options) if db_path is None else _file_store(db_path, options)
         #: whether ``aclose()`` closes the store (by default: when the session made it)
         self.owns_store = made if owns_store is None else owns_store
         self.store = store
@@ -161,6 +165,25 @@ class TieredSession:
 
     def __repr__(self) -> str:
         return f"TieredSession({self.session_id!r}, write_mode={self.store.config.write_mode!r})"
+
+
+def _file_store(db_path: str | os.PathLike[str], options: dict[str, Any]) -> TieredStore:
+    """The embedded store of ``TieredSession(id, db_path=...)``: history in a SQLite file.
+
+    Write-through, so nothing lives only in the in-process Redis: the file
+    holds every acknowledged item when the call returns.
+    """
+    from .store import TieredStore
+
+    if options.get("write_mode", "through") != "through":
+        raise ConfigurationError(
+            "db_path keeps the history in a SQLite file behind an in-process Redis: it is "
+            "write-through only (write-behind would hold writes in memory that a crash loses)"
+        )
+    path = Path(db_path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"create_tables": True, **options, "write_mode": "through"}
+    return TieredStore.from_url(MEMORY_URL, f"sqlite+aiosqlite:///{path}", **options)
 
 
 #: the methods a subclass overrides to own how items are stored

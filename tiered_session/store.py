@@ -35,7 +35,7 @@ from ._progress import Progress
 from ._stats import Counters, StoreStats
 from .cold.engine import embedded_engine, engine_from_url
 from .cold.tier import SqlTier
-from .hot.connection import embedded_redis, redis_from_url
+from .hot.connection import MEMORY_URL, embedded_redis, redis_from_url
 from .hot.keys import KeySpace, SessionKeys
 from .hot.tier import HotTier
 from .ops.admin import Admin, SessionInfo, SessionStats
@@ -116,10 +116,24 @@ class TieredStore:
     ) -> TieredStore:
         """Build a store that owns its clients (closed by ``aclose()``).
 
-        ``None`` for a URL selects the embedded default for that tier:
-        in-process fakeredis, in-memory SQLite.
+        No URLs: the embedded default (in-process fakeredis, in-memory SQLite).
+        Mixing an embedded tier with a real one is asked for by name:
+        ``redis_url="memory://"`` (an in-process Redis no other process shares)
+        or ``sql_url="sqlite+aiosqlite://"`` (history kept in memory only).
         """
-        redis = None if redis_url is None else redis_from_url(redis_url, redis_kwargs)
+        if (redis_url is None) != (sql_url is None):
+            given, missing = (
+                ("sql_url", "redis_url") if redis_url is None else ("redis_url", "sql_url")
+            )
+            hint = (
+                'redis_url="memory://" for an in-process Redis that no other process '
+                "shares (two such processes would hand out the same seqs)"
+                if missing == "redis_url"
+                else 'sql_url="sqlite+aiosqlite:///path.db" (or "sqlite+aiosqlite://" to keep '
+                "the history in memory only, lost at exit)"
+            )
+            raise ConfigurationError(f"{given} is set but {missing} is not: pass both, or {hint}")
+        redis = None if redis_url in (None, MEMORY_URL) else redis_from_url(redis_url, redis_kwargs)
         engine = None if sql_url is None else engine_from_url(sql_url, engine_kwargs or {})
         return cls(redis=redis, engine=engine, owns_clients=True, **options)
 

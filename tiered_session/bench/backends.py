@@ -57,12 +57,12 @@ LABELS = {
 }
 
 # Names arrive from the command line and from worker processes' task lines.
-_NAME = re.compile(r"^[a-z0-9-]+$")
+_NAME = re.compile(r"[a-z0-9-]+")
 
 
 def make_backend(name: str, env: BenchEnv, *, owner: bool = True) -> Backend:
     """Return the backend called ``name`` (see ``ALL_BACKENDS``)."""
-    if not _NAME.match(name) or name not in _CLASSES:
+    if not _NAME.fullmatch(name) or name not in _CLASSES:
         raise KeyError(f"unknown backend {name!r}; choose from {', '.join(ALL_BACKENDS)}")
     if name.startswith("sdk-"):
         # Fail with the extra to install before any connection is opened.

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -44,14 +45,22 @@ class BenchSession(Protocol):
         ...
 
 
+#: the Redis the benchmark runs on (env TIERED_SESSION_BENCH_REDIS); only its own keys
+DEFAULT_REDIS = os.environ.get("TIERED_SESSION_BENCH_REDIS", "redis://127.0.0.1:6379/12")
+#: the PostgreSQL it runs on (env TIERED_SESSION_BENCH_PG); only its own tables
+DEFAULT_PG = os.environ.get(
+    "TIERED_SESSION_BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
 @dataclass(frozen=True)
 class BenchEnv:
     """Where the benchmark runs; plain values, so it travels to worker processes as JSON."""
 
     namespace: str
     tmpdir: str
-    redis_url: str = "redis://127.0.0.1:6379/12"
-    sql_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    redis_url: str = DEFAULT_REDIS
+    sql_url: str = DEFAULT_PG
 
     def prefix(self, short: str) -> str:
         """Return the Redis key prefix (and SQL table stem) of one backend."""

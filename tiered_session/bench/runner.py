@@ -24,7 +24,7 @@ from typing import Any
 
 from .aggregate import aggregate, meta, targets
 from .backends import ALL_BACKENDS, make_backend
-from .env import Backend, BenchEnv
+from .env import DEFAULT_PG, DEFAULT_REDIS, Backend, BenchEnv
 from .flusher import FlusherThroughput, FlushLag
 from .latency import Add, Get20, Pop, Read200, Scale, Turn
 from .sample import Sample, Sizes
@@ -56,8 +56,8 @@ class BenchOptions:
     repeats: int = 3
     backends: list[str] = field(default_factory=lambda: list(ALL_BACKENDS))
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
-    redis_url: str = "redis://127.0.0.1:6379/12"
-    sql_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    redis_url: str = DEFAULT_REDIS
+    sql_url: str = DEFAULT_PG
     #: extra backends by name (tests use this to check that wrong answers are flagged)
     extra_backends: dict[str, Callable[[BenchEnv], Backend]] = field(default_factory=dict)
     #: override the work per cell (default: ``Sizes()``, or ``Sizes.quick()`` with quick)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 
 from .._errors import ConfigurationError, MissingDependencyError
 from ..bench import ALL_BACKENDS, WORKLOADS, BenchOptions, run_bench, terminal, write_outputs
+from ..bench.env import DEFAULT_PG, DEFAULT_REDIS
 from .common import SubParsers
 
 __all__ = ["add_bench_args", "options_from_args", "register"]
@@ -47,14 +47,12 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     p.add_argument(
         "--redis-url",
-        default=os.environ.get("TIERED_SESSION_BENCH_REDIS", "redis://127.0.0.1:6379/12"),
-        help="Redis to benchmark on (default db 12; only this run's keys are touched)",
+        default=DEFAULT_REDIS,
+        help="Redis to benchmark on (default db 12; env TIERED_SESSION_BENCH_REDIS)",
     )
     p.add_argument(
         "--sql-url",
-        default=os.environ.get(
-            "TIERED_SESSION_BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
+        default=DEFAULT_PG,
         help="PostgreSQL (postgresql+asyncpg://); only this run's tables are created and dropped",
     )
 

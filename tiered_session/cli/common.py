@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from .._config import default
+from .._config import default, redact_url
 from ..store import TieredStore
 
 __all__ = [
@@ -81,15 +81,8 @@ def store_from_args(args: argparse.Namespace, **options: Any) -> TieredStore:
 
 
 def redact(url: str | None) -> str:
-    """Hide the password of a URL for display."""
-    if not url:
-        return "embedded"
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+    """Hide the secrets of a URL for display (see :func:`tiered_session._config.redact_url`)."""
+    return redact_url(url)
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:

@@ -107,7 +107,7 @@ class Driver:
         except SQLAlchemyError as e:
             raise StorageUnavailableError(f"SQL operation failed: {describe(e)}") from e
         except OSError as e:
-            raise StorageUnavailableError(f"SQL database unreachable: {e}") from e
+            raise StorageUnavailableError(f"SQL database unreachable: {describe(e)}") from e
         except Exception as e:
             if is_driver_error(e):
                 raise StorageUnavailableError(f"SQL operation failed: {describe(e)}") from e

@@ -22,6 +22,7 @@ from sqlalchemy.engine.base import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from .._config import redact_url
 from .._errors import ConfigurationError
 
 __all__ = [
@@ -45,6 +46,11 @@ _SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 #: pool_size each call beyond it would reconnect; callers beyond the pool wait
 #: pool_timeout instead. LIFO: the backend used last is the likeliest to be running.
 PG_POOL: dict[str, Any] = {"pool_size": 10, "max_overflow": 0, "pool_use_lifo": True}
+
+#: asyncpg: seconds to connect (TCP, TLS and login) and to wait for any statement's
+#: answer. A server that accepts connections and never answers fails a call in
+#: that time instead of hanging it; override with engine_kwargs={"connect_args": {...}}.
+PG_TIMEOUTS: dict[str, Any] = {"timeout": 5.0, "command_timeout": 30.0}
 
 #: SQLite: wait for a lock instead of failing at once; enforce foreign keys;
 #: fsync at checkpoints only (WAL keeps commits durable against process crashes)
@@ -105,20 +111,24 @@ def engine_from_url(url: str, engine_kwargs: dict[str, Any] | None = None) -> As
     """
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in _SCHEMES:
+        what = repr(scheme) if scheme else "(none: the URL has no scheme://)"
         raise ConfigurationError(
-            f"unsupported sql_url scheme {scheme or url[:20]!r}: use sqlite+aiosqlite:///path.db "
+            f"unsupported sql_url scheme {what}: use sqlite+aiosqlite:///path.db "
             "(or sqlite+aiosqlite:// for in-memory) or postgresql+asyncpg://user@host/db"
         )
     kwargs = dict(engine_kwargs or {})
     if scheme == "sqlite+aiosqlite" and (url.endswith("://") or url.endswith(":memory:")):
         return memory_engine(kwargs)
-    if scheme == "postgresql+asyncpg" and "poolclass" not in kwargs:
-        for name, value in PG_POOL.items():
-            kwargs.setdefault(name, value)
+    if scheme == "postgresql+asyncpg":
+        if "poolclass" not in kwargs:
+            for name, value in PG_POOL.items():
+                kwargs.setdefault(name, value)
+        kwargs["connect_args"] = {**PG_TIMEOUTS, **kwargs.get("connect_args", {})}
     try:
         return create_async_engine(url, **kwargs)
     except Exception as e:
-        raise ConfigurationError(f"invalid sql_url: {type(e).__name__}: {e}") from e
+        # (the driver's message may quote the URL: say what kind of mistake, not the URL)
+        raise ConfigurationError(f"invalid sql_url {redact_url(url)}: {type(e).__name__}") from None
 
 
 def embedded_engine() -> AsyncEngine:

@@ -21,6 +21,7 @@ __all__ = [
     "DATA_EXCEPTION",
     "INTEGRITY_VIOLATION",
     "SeqCollisionError",
+    "configuration_problem",
     "describe",
     "is_driver_error",
     "is_data_refusal",
@@ -86,6 +87,57 @@ def is_driver_error(e: BaseException) -> bool:
 
 
 def describe(e: BaseException) -> str:
-    """Describe a driver error without its SQL parameters (they may hold user data)."""
-    orig = getattr(e, "orig", None)
-    return f"{type(orig or e).__name__}: {str(orig or e).splitlines()[0][:300]}"
+    """Describe a driver error without its SQL parameters (they may hold user data).
+
+    Never an empty reason: an error without a message (a timeout) says what it is.
+    """
+    orig = getattr(e, "orig", None) or e
+    lines = str(orig).strip().splitlines()
+    text = lines[0][:300] if lines else ""
+    if not text:
+        text = (
+            "no answer in time (is the server up and answering on that port?)"
+            if isinstance(orig, TimeoutError)
+            else "no message from the driver"
+        )
+    return f"{type(orig).__name__}: {text}"
+
+
+#: SQLSTATE classes that name a mistake in the URL, not an outage
+_MISTAKES = {
+    "3D": "the database does not exist: create it, or fix the database name in sql_url",
+    "28": "the server refused the login (unknown role or wrong password): fix sql_url",
+}
+#: insufficient_privilege: the role may not create or read the tables
+_NO_PRIVILEGE = "42501"
+
+
+def orig_of(e: BaseException) -> object:
+    """The driver's exception a SQLAlchemy error wraps (or None)."""
+    return getattr(e, "orig", None)
+
+
+def configuration_problem(e: BaseException | None) -> str | None:
+    """What is wrong with the set-up, when a failure is a mistake rather than an outage.
+
+    A database that does not exist, a login refused, a SQLite file whose
+    directory is missing: retrying will not help, so the caller raises a
+    ConfigurationError saying so.
+    """
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        klass = sqlstate_class(e)
+        if klass in _MISTAKES:
+            return f"{_MISTAKES[klass]} ({describe(e)})"
+        if _NO_PRIVILEGE in (getattr(e, "sqlstate", None), getattr(orig_of(e), "sqlstate", None)):
+            return f"the role lacks a privilege on the tables: grant it ({describe(e)})"
+        orig = getattr(e, "orig", None)
+        text = str(orig or e)
+        if "unable to open database file" in text:
+            return (
+                "SQLite cannot open the database file: does its directory exist, "
+                "and may this process write there?"
+            )
+        e = e.__cause__ or (orig if isinstance(orig, BaseException) else None)
+    return None

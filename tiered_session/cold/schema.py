@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal, TypedDict
 
 from sqlalchemy import Column, Index, Table, func, inspect, select, update
@@ -191,10 +192,21 @@ def _number_rows(conn: Connection, sql: SqlTier, order_by: OrderBy) -> int:
     return int(conn.execute(stmt).rowcount or 0)
 
 
+def _lock_key(sql: SqlTier) -> int:
+    """The advisory lock of these tables' schema changes (a signed 64-bit number)."""
+    name = f"tiered-session schema {sql.sessions.name} {sql.messages.name}".encode()
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
+
+
 def _migrate(conn: Connection, sql: SqlTier, order_by: OrderBy) -> MigrationReport:
     report = MigrationReport(
         created_tables=[], added_seq_column=False, numbered_rows=0, created_indexes=[]
     )
+    if conn.dialect.name == "postgresql":
+        # Concurrent starts on fresh tables: CREATE ... IF NOT EXISTS is not safe under
+        # concurrency in PostgreSQL, so one transaction at a time creates, the others
+        # then find everything in place.
+        conn.execute(select(func.pg_advisory_xact_lock(_lock_key(sql))))
     insp = inspect(conn)
     existing = set(insp.get_table_names())
     for table in (sql.sessions, sql.messages):

@@ -92,7 +92,7 @@ class SqlTier:
         except SQLAlchemyError as e:
             raise StorageUnavailableError(f"SQL operation failed: {describe(e)}") from e
         except OSError as e:
-            raise StorageUnavailableError(f"SQL database unreachable: {e}") from e
+            raise StorageUnavailableError(f"SQL database unreachable: {describe(e)}") from e
 
     def upsert(self, table: Any) -> Any:
         """The dialect's ``INSERT`` with ``ON CONFLICT`` support, on ``table``."""

@@ -21,6 +21,7 @@ from .._errors import ConfigurationError
 from .wire import LeanConnectionPool
 
 __all__ = [
+    "MEMORY_URL",
     "can_block",
     "direct_pool",
     "embedded_redis",
@@ -41,6 +42,9 @@ URL_DEFAULTS: dict[str, Any] = {
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
 
+#: the URL that asks for the embedded, in-process Redis by name
+MEMORY_URL = "memory://"
+
 
 def embedded_redis() -> Redis:
     """An in-process Redis (fakeredis) with a server of its own."""
@@ -50,8 +54,13 @@ def embedded_redis() -> Redis:
 
 def redis_from_url(url: str, options: dict[str, Any] | None = None) -> Redis:
     """A client on a lean blocking pool (see :mod:`.wire`); ``options`` override the defaults."""
+    if url == MEMORY_URL:
+        return embedded_redis()
     if not url.startswith(_SCHEMES):
-        raise ConfigurationError("redis_url must start with redis://, rediss:// or unix://")
+        raise ConfigurationError(
+            "redis_url must start with redis://, rediss:// or unix:// (or be memory:// for "
+            "an in-process Redis)"
+        )
     kwargs = {**URL_DEFAULTS, **(options or {}), "decode_responses": False}
     return Redis.from_pool(LeanConnectionPool.from_url(url, **kwargs))
 

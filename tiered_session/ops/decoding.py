@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from .._codec import decode_item, entry_json, split_envelope
+from .._codec import EXACT, decode_item, entry_json, split_envelope
 from .._errors import CorruptDataError
 from .._stats import Counters
 from ..hot.keys import SessionKeys
@@ -39,7 +39,8 @@ class Decoder:
     def entries(self, k: SessionKeys, envs: Sequence[bytes]) -> list[Any]:
         """Items of hot-list envelopes, in order."""
         try:  # fast path: skip "<seq>|", parse the JSON as stored
-            return [_loads(entry_json(e)) for e in envs]
+            datas = [entry_json(e) for e in envs]
+            return [decode_item(d) if d[:1] == EXACT else _loads(d) for d in datas]
         except ValueError:  # orjson.JSONDecodeError is a ValueError too
             pass
         pairs = []  # slow path: find and name the bad entry

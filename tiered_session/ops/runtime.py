@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import threading
 import warnings
@@ -30,10 +31,12 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._config import StoreConfig
-from .._errors import StorageUnavailableError, StoreClosedError
+from .._errors import ConfigurationError, StorageUnavailableError, StoreClosedError
 from .._stats import Counters
+from ..cold.errors import configuration_problem
 from ..cold.schema import ensure_schema
 from ..cold.tier import SqlTier
+from ..hot.checks import check_redis
 from ..hot.keys import KeySpace, SessionKeys
 from ..hot.tier import HotTier
 from ..outbox.flusher import Flusher
@@ -56,6 +59,20 @@ log = logging.getLogger("tiered_session")
 STOP_GRACE = 5.0
 
 
+class LoopFreeLock:
+    """A lock for coroutines of any loop or thread (polls while another thread holds it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    async def __aenter__(self) -> None:
+        while not self._lock.acquire(blocking=False):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 @dataclass
 class Shared:
     """What every runtime of one store shares: options, keys, counters, state."""
@@ -74,6 +91,8 @@ class Shared:
     flushers_started: int = 0
     warned_loops: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: one first start at a time across loops (the first one initializes the SQL dialect)
+    starting: LoopFreeLock = field(default_factory=lambda: LoopFreeLock())
 
 
 class Runtime:
@@ -114,6 +133,7 @@ class Runtime:
         self._start_lock: asyncio.Lock | None = None
         self._stop: asyncio.Event | None = None
         self._watch: AsyncGenerator[None, None] | None = None
+        self._in_watch = False
 
     # ------------------------------------------------------------------ lifecycle
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -127,12 +147,14 @@ class Runtime:
             warnings.simplefilter("ignore", ResourceWarning)
             watch.asend(None).send(None)
         self._watch = watch
+        _close_before(loop, self)
 
     async def _until_loop_ends(self) -> AsyncGenerator[None, None]:
         try:
             yield
         finally:
             if not self.closing and self.loop is not None and not self.loop.is_closed():
+                self._in_watch = True
                 await self.close(self.shared.drain_timeout, loop_ends=True)
 
     def abandon(self) -> None:
@@ -160,19 +182,30 @@ class Runtime:
         """Check the schema (once per store) and take the in-process flusher if none runs."""
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
-        async with self._start_lock:
+        async with self._start_lock, self.shared.starting:
             if self.started:
                 return
             if self.shared.closed:
                 raise StoreClosedError("this store is closed; create a new one")
             if not self.shared.schema_checked:
+                await check_redis(self.redis, allow_eviction=self.config.allow_eviction)
+                problem = None
                 try:
                     await ensure_schema(self.sql, create=self.shared.create_tables)
                     self.shared.schema_checked = True
                 except StorageUnavailableError as e:
-                    # SQL down must not stop a process from starting: write-behind keeps
-                    # accepting writes, reads are served from Redis, and SQL errors say so.
-                    log.warning("SQL unreachable at start, schema not checked: %s", e)
+                    problem = configuration_problem(e)
+                    if problem is None:
+                        # SQL down must not stop a process from starting: write-behind keeps
+                        # accepting writes, reads are served from Redis, and SQL errors say so.
+                        log.warning("SQL unreachable at start, schema not checked: %s", e)
+                if problem is not None:  # a mistake: retrying would not help
+                    # (raised outside the handler, after a collection: the driver's failed
+                    # connection must go while its loop runs; aiosqlite's stops its thread
+                    # through the loop it was opened on)
+                    gc.collect()
+                    where = self.engine.url.render_as_string(hide_password=True)
+                    raise ConfigurationError(f"SQL at {where}: {problem}")
             if self.config.run_flusher:
                 await self._start_flusher()
             self.started = True
@@ -232,6 +265,10 @@ class Runtime:
             watch, self._watch = self._watch, None
             if watch is not None and not loop_ends:
                 await watch.aclose()
+            elif watch is not None and not self._in_watch:
+                # (closed by the loop's close: finish it here, it has nothing left to do)
+                with contextlib.suppress(StopIteration):
+                    watch.aclose().send(None)
 
     async def _stop_flusher(self, drain_timeout: float) -> None:
         task = self.flusher_task
@@ -293,6 +330,29 @@ class Runtime:
 
     async def _wait_committed(self, k: SessionKeys, entry_id: bytes) -> None:
         await wait_committed(self.hot, k.shard, entry_id, self.wake)
+
+
+def _close_before(loop: asyncio.AbstractEventLoop, rt: Runtime) -> None:
+    """Close ``rt`` on ``loop`` when the loop is closed without finalizing it first.
+
+    ``loop.run_until_complete(...)`` then ``loop.close()`` (no ``shutdown_asyncgens``)
+    is common in threads and older code; the runtime's connections and flusher
+    would be stranded on a closed loop. Its ``close`` is wrapped to run the
+    runtime's close first. (Loops whose ``close`` cannot be replaced are left as
+    they are: their runtime is dropped at the next use of the store.)
+    """
+    original = loop.close
+
+    def close() -> None:
+        if not rt.closing and not loop.is_closed() and not loop.is_running():
+            try:
+                loop.run_until_complete(rt.close(rt.shared.drain_timeout, loop_ends=True))
+            except Exception as e:  # never stop the loop from closing
+                log.warning("closing the store's clients of this loop failed: %s", e)
+        original()
+
+    with contextlib.suppress(AttributeError, TypeError):
+        loop.close = close  # type: ignore[method-assign]
 
 
 def _report_flusher_exit(task: asyncio.Task[None]) -> None:

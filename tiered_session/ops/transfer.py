@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import IO, Any, Literal, TypedDict
 import orjson
 from sqlalchemy.engine import URL
 
-from .._codec import decode_item, encode_item
+from .._codec import EXACT, decode_item, encode_item
 from .._config import StoreConfig, validate_session_id
 from .._errors import ConfigurationError, CorruptDataError
 from .._progress import Progress
@@ -56,6 +57,8 @@ Outcome = Literal["imported", "unchanged", "conflict"]
 _CONFLICTS_LISTED = 100
 #: bytes a JSONL import reads at a time
 _READ_CHUNK = 1 << 20
+#: how an exported item line holding big integers reads (the item starts with EXACT)
+_EXACT_ITEM = b'"item":' + EXACT
 
 
 class ImportReport(TypedDict):
@@ -201,9 +204,10 @@ class Transfer:
                     if not line.strip():
                         continue
                     try:
-                        rec = orjson.loads(line)
+                        # (an item written exactly, its big integers kept: see EXACT)
+                        rec = json.loads(line) if _EXACT_ITEM in line else orjson.loads(line)
                         kind = rec["type"]
-                    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+                    except (ValueError, KeyError, TypeError) as e:
                         raise CorruptDataError(f"{path}:{lineno}: not a backup record: {e}") from e
                     if kind == "session":
                         await finish()

@@ -36,9 +36,10 @@ from typing import Any, Protocol, cast
 from redis.exceptions import RedisError
 
 from .._config import StoreConfig
-from .._errors import StorageUnavailableError
+from .._errors import ConfigurationError, StorageUnavailableError
 from .._stats import Counters
 from ..cold.tier import SqlTier
+from ..hot.checks import check_redis
 from ..hot.scripts import Status
 from ..hot.tier import HotTier
 from .apply import MAX_BACKOFF, Applier
@@ -55,6 +56,7 @@ _PARALLEL = 4  # shards committed at once, each in its own transaction (PostgreS
 _TROUBLE_LOG_EVERY = 30.0
 _IDLE_CHECK = 1.0  # the longest sleep while nothing is owned or every shard waits
 _BLOCK_AT_MOST = 0.25  # a blocking read returns this often, so stop() is seen
+_POLICY_EVERY = 60.0  # seconds between checks of Redis's eviction policy
 
 
 class FlusherHost(Protocol):
@@ -122,6 +124,8 @@ class Flusher:
         self._block = self.hot.can_block
         self._trouble = ""
         self._trouble_logged = 0.0
+        self._allow_eviction = cfg.allow_eviction
+        self._policy_checked = time.monotonic()
         #: seconds ``run`` spends draining after ``stop`` is set
         self.drain_timeout = 10.0
 
@@ -160,6 +164,8 @@ class Flusher:
         backoff = 0.0
         me = asyncio.current_task()
         try:
+            # A Redis that may evict unflushed writes: refuse to start (ConfigurationError).
+            await check_redis(self.hot.redis, allow_eviction=self._allow_eviction)
             while not stop.is_set():
                 try:
                     moved = await self._step(block=True)
@@ -202,6 +208,14 @@ class Flusher:
                 self.token,
                 e,
             )
+
+    async def _check_policy(self) -> None:
+        """Re-check Redis's eviction policy (someone may have changed it): say so loudly."""
+        self._policy_checked = time.monotonic()
+        try:
+            await check_redis(self.hot.redis, allow_eviction=self._allow_eviction)
+        except ConfigurationError as e:
+            log.error("flusher %s: %s", self.token, e)
 
     def _report_trouble(self, what: str, retry_in: float) -> None:
         now = time.monotonic()
@@ -247,6 +261,8 @@ class Flusher:
         return await self._step(block=False)
 
     async def _step(self, *, block: bool) -> int:
+        if time.monotonic() - self._policy_checked > _POLICY_EVERY:
+            await self._check_policy()
         await self.leases.maintain()
         await self._retry_unsettled()
         owned = self.leases.owned
