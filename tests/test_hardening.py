@@ -9,6 +9,8 @@ PostgreSQL with a database or role that does not exist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import subprocess
 import sys
@@ -455,3 +457,52 @@ async def test_the_flusher_reports_a_policy_changed_to_evict(
             await store.flush(timeout=10)  # it keeps flushing: what is accepted reaches SQL
     said = [r.message for r in caplog.records if "allkeys-lru" in r.message]
     assert said, caplog.text
+
+
+# ---------------------------------------------------------------- 2. a seq reused in one batch
+async def test_a_seq_reused_inside_one_flush_batch_is_dead_lettered_not_dropped(
+    backend: Backend,
+) -> None:
+    """Two entries of one batch with the same seq: the insert keeps one, the other is compared.
+
+    Meta hash deleted (what an eviction does) while an add is unflushed: the
+    session re-warms from SQL and hands the unflushed seq out again. Both
+    entries then meet in one flush batch; the skipped one must not vanish.
+    """
+    from tiered_session.outbox.dead_letters import list_dead_letters
+    from tiered_session.outbox.flusher import Flusher
+
+    store = backend.store(write_mode="behind", outbox_shards=1, max_attempts=1, run_flusher=False)
+    s = store.session("reused")
+    await s.add_items([message(1)])
+    flusher = Flusher(store)
+    await flusher.drain(timeout=20)
+    await s.add_items([message(2)])  # seq 2, not flushed
+    await backend.redis.delete(store.session_keys("reused").meta)
+    with contextlib.suppress(StorageUnavailableError):  # (refused: nothing handed out twice)
+        await s.add_items([message(3)])  # may get seq 2 again
+    await flusher.drain(timeout=20)
+    await flusher.release()
+    stored = [json.loads(d) for _, d in await store.sql.latest("reused", None, None)]
+    dead = await list_dead_letters(store.hot)
+    # Every acknowledged item is in SQL or kept in the dead-letter stream, never in neither.
+    assert message(1) in stored and message(2) in stored
+    if message(3) not in stored:
+        assert [(d["session_id"], d["seq"]) for d in dead] == [("reused", "2")]
+        assert "already holds a different item" in dead[0]["reason"]
+
+
+async def test_a_redis_that_never_answers_fails_calls_with_a_reason(
+    silent_port: int, real_backend: Backend
+) -> None:
+    store = TieredStore.from_url(
+        f"redis://127.0.0.1:{silent_port}/0", PG_URL, **real_backend.options()
+    )
+    started = time.monotonic()
+    await store.start()
+    with pytest.raises(StorageUnavailableError) as info:
+        await store.session("x").add_items([message(1)])
+    assert time.monotonic() - started < 20
+    reason = str(info.value).split("(", 1)[1].split(")", 1)[0]
+    assert reason.split(":", 1)[1].strip(), str(info.value)  # "TimeoutError: <something>"
+    await store.aclose(drain_timeout=1)

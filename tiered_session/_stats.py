@@ -36,6 +36,7 @@ class StoreStats(TypedDict):
     flush_batches: int
     flushed_entries: int
     flush_errors: int
+    ack_errors: int
     recovered_operations: int
     backlog: int
     flush_lag_seconds: float
@@ -56,4 +57,6 @@ class Counters:
     flush_batches: int = 0
     flushed_entries: int = 0
     flush_errors: int = 0
+    #: acknowledgements of committed flush batches that failed (each also a flush error)
+    ack_errors: int = 0
     recovered_operations: int = 0

@@ -40,6 +40,10 @@ __all__ = ["Op", "SqlTier"]
 Row = tuple[str, int, str]  # (session_id, seq, json)
 
 
+#: (session_id, seq) pairs per lookup of rows an idempotent insert skipped
+_LOOKUP_CHUNK = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     """One operation to apply to SQL, in order.
@@ -185,7 +189,16 @@ class SqlTier:
             done = await conn.execute(ins.returning(m.c.session_id, m.c.seq), payload)
         inserted = {(r[0], int(r[1])) for r in done.all()}
         if len(inserted) < len(rows):
-            await self._check_replayed(conn, [r for r in rows if (r[0], r[1]) not in inserted])
+            # Every row the insert skipped is compared with what SQL holds, a row
+            # colliding with an earlier one of this same batch included.
+            skipped, first = [], set()
+            for r in rows:
+                key = (r[0], r[1])
+                if key in inserted and key not in first:
+                    first.add(key)
+                else:
+                    skipped.append(r)
+            await self._check_replayed(conn, skipped)
 
     async def _check_replayed(self, conn: AsyncConnection, rows: list[Row]) -> None:
         """Rows an idempotent insert skipped must be replays: the same item at the same seq.
@@ -196,13 +209,15 @@ class SqlTier:
         and then kept in the dead-letter stream.
         """
         m = self.messages
-        keys = [(sid, seq) for sid, seq, _ in rows]
-        stored = await conn.execute(
-            select(m.c.session_id, m.c.seq, m.c.message_data).where(
-                tuple_(m.c.session_id, m.c.seq).in_(keys)
+        keys = sorted({(sid, seq) for sid, seq, _ in rows})
+        have: dict[tuple[str, int], str] = {}
+        for i in range(0, len(keys), _LOOKUP_CHUNK):  # (a long IN list exhausts PostgreSQL's stack)
+            stored = await conn.execute(
+                select(m.c.session_id, m.c.seq, m.c.message_data).where(
+                    tuple_(m.c.session_id, m.c.seq).in_(keys[i : i + _LOOKUP_CHUNK])
+                )
             )
-        )
-        have = {(r[0], int(r[1])): r[2] for r in stored.all()}
+            have.update({(r[0], int(r[1])): r[2] for r in stored.all()})
         for sid, seq, data in rows:
             old = have.get((sid, seq))
             if old is not None and old != data:

@@ -6,7 +6,9 @@ receives all its keys through ``KEYS`` (the key lists live in
 with its KEYS, ARGV and return values; ``lua/_prelude.lua``, prepended to every
 script, names the stored hash fields, outbox entry fields, operation kinds and
 return codes, and documents the hot list's layout. The Python twins of those
-names are below (a test keeps the two equal).
+names are below (a test keeps the two equal). A command given many values (a
+batch, a hot window, a flush batch's ids) gets them in slices (the prelude's
+``chunked``): ``unpack()`` fails past a few thousand values.
 
 Example:
     >>> ADD.name, len(ADD.sha)

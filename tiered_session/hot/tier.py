@@ -45,8 +45,11 @@ Call = tuple[Script, Sequence[bytes], Sequence[Any]]
 
 def unreachable(e: BaseException) -> StorageUnavailableError:
     """The error every hot-tier call raises when Redis cannot be reached."""
+    reason = str(e).strip() or (
+        "no answer in time" if isinstance(e, TimeoutError | RedisTimeoutError) else "no message"
+    )
     return StorageUnavailableError(
-        f"Redis unreachable ({type(e).__name__}: {e}). Reads fall back to SQL; writes are "
+        f"Redis unreachable ({type(e).__name__}: {reason}). Reads fall back to SQL; writes are "
         "refused until Redis is back (a write-behind write that timed out may still have been "
         "accepted): retry later"
     )

@@ -6,7 +6,10 @@ bounded by ``idle_in_transaction_session_timeout``, so a flusher paused after
 that check cannot commit after its lease expired). Entries are acknowledged
 (and deleted) only after their SQL transaction commits. A batch SQL refuses
 for its data is replayed one entry at a time, so the poison entry is found and,
-after ``max_attempts``, dead-lettered while the others go through.
+after ``max_attempts``, dead-lettered while the others go through. An
+acknowledgement that fails after the commit is a flush error too (counted in
+``ack_errors`` as well): the batch stays pending and is replayed after the
+backoff (its inserts are idempotent), then acknowledged.
 
 Example:
     >>> import asyncio
@@ -84,7 +87,8 @@ class Applier:
             return 0
         except StorageUnavailableError as err:
             return await self._failed(state, good, err)
-        await self._ack(state, good)
+        if not await self._ack(state, good):
+            return 0
         state.failures = 0
         for e in good:
             state.attempts.pop(e.id, None)
@@ -102,15 +106,20 @@ class Applier:
             if not await self.leases.still_held(state):
                 raise _LeaseLost
 
-    async def _failed(self, state: ShardState, batch: list[Entry], err: Exception) -> int:
+    def _retry_later(self, state: ShardState, trouble: str | None) -> None:
+        """Count a flush error; replay the shard's pending entries after the backoff."""
         self.counters.flush_errors += 1
         state.replay = True
         state.failures += 1
         state.retry_at = time.monotonic() + min(MAX_BACKOFF, _FIRST_BACKOFF * 2**state.failures)
+        if trouble is not None and self.on_trouble is not None:
+            self.on_trouble(trouble, state.retry_at - time.monotonic())
+
+    async def _failed(self, state: ShardState, batch: list[Entry], err: Exception) -> int:
         if not is_poison(err):
-            if self.on_trouble is not None:
-                self.on_trouble(f"flush failed ({err})", state.retry_at - time.monotonic())
+            self._retry_later(state, f"flush failed ({err})")
             return 0
+        self._retry_later(state, None)
         for e in batch:
             state.attempts[e.id] = state.attempts.get(e.id, 0) + 1
         if len(batch) == 1:
@@ -138,7 +147,8 @@ class Applier:
                     moved += 1
                     continue
                 return moved
-            await self._ack(state, [entry])
+            if not await self._ack(state, [entry]):
+                return moved
             state.attempts.pop(entry.id, None)
             self.counters.flushed_entries += 1
             moved += 1
@@ -146,7 +156,8 @@ class Applier:
                 return moved
         return moved
 
-    async def _ack(self, state: ShardState, entries: list[Entry]) -> None:
+    async def _ack(self, state: ShardState, entries: list[Entry]) -> bool:
+        """Acknowledge committed entries; False when that failed (retried after a backoff)."""
         per_session: dict[str, list[int]] = {}  # ops, max added seq, barriers
         for e in entries:
             assert e.op is not None
@@ -162,6 +173,16 @@ class Applier:
             keys += self.hot.keys.session(sid).for_ack()
             tail += [ops, top, barriers]
         args = [GROUP, self.window, self.ttl_ms, self.leases.token, len(entries)]
-        done = await self.hot.ack(keys, [*args, *[e.id for e in entries], *tail])
+        try:
+            done = await self.hot.ack(keys, [*args, *[e.id for e in entries], *tail])
+        except StorageUnavailableError as err:
+            # Committed, not acknowledged: the entries stay pending and are replayed,
+            # in order, before anything newer of the shard. That is safe: inserts are
+            # idempotent on (session_id, seq), deletes repeat harmlessly, and entries
+            # whose acknowledgement did land (the reply was lost) are not read again.
+            self.counters.ack_errors += 1
+            self._retry_later(state, f"acknowledgement of a committed batch failed ({err})")
+            return False
         if done == Status.LEASE_LOST:  # committed; the new holder replays (idempotently), acks
             self.leases.lose(state, "lease taken over after commit")
+        return True

@@ -65,6 +65,7 @@ async def store_stats(hot: HotTier, counters: Counters, write_mode: str) -> Stor
         flush_batches=c.flush_batches,
         flushed_entries=c.flushed_entries,
         flush_errors=c.flush_errors,
+        ack_errors=c.ack_errors,
         recovered_operations=c.recovered_operations,
         backlog=backlog.entries,
         flush_lag_seconds=backlog.lag_seconds,

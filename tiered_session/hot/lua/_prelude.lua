@@ -67,6 +67,25 @@ local PENDING_BYTE = 126     -- PENDING_MARK as a byte
 local HEADER_MARK = '#'      -- opens the list's header
 local TOMBSTONE = '~-'       -- an entry marked by index (LSET) for removal (LREM)
 local unpack = unpack or table.unpack
+-- unpack() of more than a few thousand values fails (Lua's C stack, LUAI_MAXCSTACK is
+-- 8000), and a batch, a hot window or a flush batch may be far larger: a command that
+-- takes many values gets them at most `per_call` at a time, through chunked().
+local per_call = 1000
+-- redis.call(cmd, key, [arg,] vals[from..to]) in slices of at most per_call values, in
+-- order: for RPUSH, LPUSH, SADD, SREM, XACK, XDEL, ... the same effect as one call.
+-- Returns the last reply (RPUSH, LPUSH: the list's length), nil when from > to.
+local function chunked(vals, from, to, cmd, key, arg)
+  local r
+  for i = from, to, per_call do
+    local j = math.min(i + per_call - 1, to)
+    if arg == nil then
+      r = redis.call(cmd, key, unpack(vals, i, j))
+    else
+      r = redis.call(cmd, key, arg, unpack(vals, i, j))
+    end
+  end
+  return r
+end
 -- An entry of a write-through batch whose SQL commit is not confirmed yet is
 -- "~<seq>|<json>" (pending); every other entry is "<seq>|<json>".
 local function pending(e) return string.byte(e, 1) == PENDING_BYTE end
@@ -133,7 +152,7 @@ local function resolve(list, first, count, ok)
     redis.call('LTRIM', list, 0, -count - 1)
     if not ok then return nil end
     for i = 1, count do tail[i] = string.sub(tail[i], 2) end
-    return redis.call('RPUSH', list, unpack(tail))
+    return chunked(tail, 1, count, 'RPUSH', list)
   end
   -- Later entries follow the batch (or it was cleared around): walk back from the tail.
   local i, seen = redis.call('LLEN', list) - 1, 0
@@ -179,7 +198,7 @@ end
 local function finish_add(meta, list, rsv, outbox, m, ok, undo, first, count, sid, window)
   local seqs = {}
   for i = 1, count do seqs[i] = first + i - 1 end
-  redis.call('SREM', rsv, unpack(seqs))
+  chunked(seqs, 1, count, 'SREM', rsv)
   if m then
     redis.call('HINCRBY', meta, RESERVED_COUNT, -count)
     local len = resolve(list, first, count, ok)

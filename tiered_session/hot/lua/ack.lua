@@ -9,11 +9,8 @@
 local group, hotn, ttl, nids = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[4] then return LEASE_LOST end
-if nids > 0 then
-  local ids = {unpack(ARGV, 6, 5 + nids)}
-  redis.call('XACK', KEYS[1], group, unpack(ids))
-  redis.call('XDEL', KEYS[1], unpack(ids))
-end
+chunked(ARGV, 6, 5 + nids, 'XACK', KEYS[1], group)
+chunked(ARGV, 6, 5 + nids, 'XDEL', KEYS[1])
 local a = 6 + nids
 for j = 0, (#KEYS - 2) / 3 - 1 do
   local meta, list = KEYS[3 + 3 * j], KEYS[4 + 3 * j]

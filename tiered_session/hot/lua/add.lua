@@ -25,7 +25,7 @@ if mode == MODE_BEHIND then
     env[i] = (first + i - 1) .. '|' .. ARGV[6 + i]
     lens[i] = string.len(ARGV[6 + i])
   end
-  local len = redis.call('RPUSH', list, unpack(env))
+  local len = chunked(env, 1, count, 'RPUSH', list)
   redis.call('XADD', outbox, '*', E_OP, OP_ADD, E_SESSION, ARGV[5], E_SEQ, first, E_TIME, ARGV[6],
     E_LENGTHS, table.concat(lens, ','), E_DATA, table.concat(ARGV, '', 7))
   redis.call('HSET', meta, LAST_SEQ, last, BEHIND_OPS, p + 1)
@@ -41,8 +41,8 @@ else
     seqs[i] = first + i - 1
     env[i] = PENDING_MARK .. (first + i - 1) .. '|' .. ARGV[6 + i]
   end
-  redis.call('RPUSH', list, unpack(env))
-  redis.call('SADD', rsv, unpack(seqs))
+  chunked(env, 1, count, 'RPUSH', list)
+  chunked(seqs, 1, count, 'SADD', rsv)
   before = redis.call('HINCRBY', meta, RESERVED_COUNT, count) - count
   redis.call('HSET', meta, LAST_SEQ, last)
   redis.call('HSET', inflight, OP_ADD .. '|' .. first .. '|' .. count .. '|' .. ARGV[5], ARGV[6])

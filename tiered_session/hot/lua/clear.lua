@@ -19,7 +19,7 @@ if h > 0 then
   kept = pendings(list)
 end
 recreate(meta, list, 1, n + 1)
-if #kept > 0 then redis.call('RPUSH', list, unpack(kept)) end
+chunked(kept, 1, #kept, 'RPUSH', list)
 if ARGV[1] == MODE_BEHIND then
   redis.call('XADD', outbox, '*', E_OP, OP_CLEAR, E_SESSION, ARGV[2], E_SEQ, n, E_TIME, ARGV[3],
     E_KEEP, table.concat(keep, ','))
@@ -32,4 +32,8 @@ else
   redis.call('HSET', inflight, OP_CLEAR .. '|' .. n .. '|' .. ARGV[2], ARGV[3])
 end
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
-return {OK, n, unpack(keep)}
+if #keep <= per_call then return {OK, n, unpack(keep)} end
+-- More seqs than unpack() takes: the same reply, built element by element.
+local reply = {OK, n}
+for i = 1, #keep do reply[i + 2] = keep[i] end
+return reply

@@ -10,7 +10,7 @@ if tonumber(m[3]) > 0 or tonumber(m[4] or '0') > 0 then return NO end
 if #ARGV > 3 then
   -- [header, items...] -> [newest older item, items...] -> [header', older..., items...]
   redis.call('LSET', list, 0, ARGV[4])
-  if #ARGV > 4 then redis.call('LPUSH', list, unpack(ARGV, 5)) end
+  chunked(ARGV, 5, #ARGV, 'LPUSH', list)
   redis.call('LPUSH', list, header(ARGV[3], ARGV[2]))
   redis.call('HSET', meta, FLOOR, ARGV[2], WHOLE, ARGV[3])
 else

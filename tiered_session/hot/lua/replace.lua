@@ -39,7 +39,7 @@ if count > 0 then
     env[i] = (n + i) .. '|' .. ARGV[4 + ne + i]
     lens[i] = string.len(ARGV[4 + ne + i])
   end
-  redis.call('RPUSH', list, unpack(env))
+  chunked(env, 1, count, 'RPUSH', list)
   id = redis.call('XADD', outbox, '*', E_OP, OP_ADD, E_SESSION, sid, E_SEQ, n + 1, E_TIME, now,
     E_LENGTHS, table.concat(lens, ','), E_DATA, table.concat(ARGV, '', 5 + ne))
   ops = 2

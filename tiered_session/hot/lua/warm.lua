@@ -19,6 +19,7 @@ if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[5] then return STALE_SNAPSHOT end
 redis.call('DEL', list, rsv)
 redis.call('HSET', meta, LAST_SEQ, ARGV[1], FLOOR, ARGV[2], WHOLE, ARGV[3], BEHIND_OPS, 0,
   RESERVED_COUNT, 0, TAKES, 0, BARRIERS, 0, IN_SQL, ARGV[1])
-redis.call('RPUSH', list, header(ARGV[3], ARGV[2]), unpack(ARGV, 6))
+redis.call('RPUSH', list, header(ARGV[3], ARGV[2]))
+chunked(ARGV, 6, #ARGV, 'RPUSH', list)
 expire(tonumber(ARGV[4]), meta, list)
 return OK
