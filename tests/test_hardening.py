@@ -506,3 +506,29 @@ async def test_a_redis_that_never_answers_fails_calls_with_a_reason(
     reason = str(info.value).split("(", 1)[1].split(")", 1)[0]
     assert reason.split(":", 1)[1].strip(), str(info.value)  # "TimeoutError: <something>"
     await store.aclose(drain_timeout=1)
+
+
+# ---------------------------------------------------------------- 3. a session stuck for good
+async def test_a_list_lost_with_writes_pending_recovers_once_they_are_flushed(
+    backend: Backend,
+) -> None:
+    """Refused while writes are pending; once a flusher has them in SQL, the session warms."""
+    from tiered_session.outbox.flusher import Flusher
+
+    store = backend.store(write_mode="behind", hot_items=3, run_flusher=False)
+    s = store.session("stuck")
+    flusher = Flusher(store)
+    await s.add_items([message(i) for i in range(5)])
+    await flusher.drain(timeout=20)
+    await s.add_items([message(5)])  # only in the outbox
+    await backend.redis.delete(store.session_keys("stuck").items)  # evicted
+    with pytest.raises(StorageUnavailableError, match="maxmemory-policy"):
+        await s.get_items()
+    await flusher.drain(timeout=20)
+    assert await s.get_items() == [message(i) for i in range(6)]
+    await s.add_items([message(6)])
+    await flusher.drain(timeout=20)
+    await flusher.release()
+    assert await s.get_items(limit=2) == [message(5), message(6)]
+    await store.evict("stuck", timeout=10)
+    assert await s.get_items() == [message(i) for i in range(7)]

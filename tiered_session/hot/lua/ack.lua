@@ -14,7 +14,9 @@ chunked(ARGV, 6, 5 + nids, 'XDEL', KEYS[1])
 local a = 6 + nids
 for j = 0, (#KEYS - 2) / 3 - 1 do
   local meta, list = KEYS[3 + 3 * j], KEYS[4 + 3 * j]
-  if hot(meta, list, BEHIND_OPS) then
+  if redis.call('EXISTS', meta) == 1 then
+    -- (a list lost while writes were pending, an eviction: count them all the same)
+    local listed = redis.call('EXISTS', list) == 1
     local ops, maxseq = tonumber(ARGV[a + 3 * j]), tonumber(ARGV[a + 3 * j + 1])
     local barriers = tonumber(ARGV[a + 3 * j + 2])
     local p = redis.call('HINCRBY', meta, BEHIND_OPS, -ops)
@@ -22,9 +24,15 @@ for j = 0, (#KEYS - 2) / 3 - 1 do
     if maxseq > tonumber(redis.call('HGET', meta, IN_SQL) or '0') then
       redis.call('HSET', meta, IN_SQL, maxseq)
     end
-    trim(meta, list, hotn)
+    if listed then trim(meta, list, hotn) end
     if p <= 0 and tonumber(redis.call('HGET', meta, RESERVED_COUNT) or '0') == 0 then
-      expire(ttl, meta, list)
+      if listed then
+        expire(ttl, meta, list)
+      else
+        -- Everything is in SQL now: without its list the session is cold, and the
+        -- next call warms it from SQL.
+        redis.call('DEL', meta)
+      end
     end
   end
 end
