@@ -9,7 +9,6 @@ PostgreSQL with a database or role that does not exist.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import subprocess
@@ -463,12 +462,8 @@ async def test_the_flusher_reports_a_policy_changed_to_evict(
 async def test_a_seq_reused_inside_one_flush_batch_is_dead_lettered_not_dropped(
     backend: Backend,
 ) -> None:
-    """Two entries of one batch with the same seq: the insert keeps one, the other is compared.
-
-    Meta hash deleted (what an eviction does) while an add is unflushed: the
-    session re-warms from SQL and hands the unflushed seq out again. Both
-    entries then meet in one flush batch; the skipped one must not vanish.
-    """
+    """Two entries of one flush batch with the same seq: the insert keeps one, the other
+    is compared with SQL and kept in the dead-letter stream, never dropped."""
     from tiered_session.outbox.dead_letters import list_dead_letters
     from tiered_session.outbox.flusher import Flusher
 
@@ -478,18 +473,44 @@ async def test_a_seq_reused_inside_one_flush_batch_is_dead_lettered_not_dropped(
     flusher = Flusher(store)
     await flusher.drain(timeout=20)
     await s.add_items([message(2)])  # seq 2, not flushed
-    await backend.redis.delete(store.session_keys("reused").meta)
-    with contextlib.suppress(StorageUnavailableError):  # (refused: nothing handed out twice)
-        await s.add_items([message(3)])  # may get seq 2 again
+    await backend.redis.hset(store.session_keys("reused").meta, b"n", 1)  # an old snapshot
+    await s.add_items([message(3)])  # seq 2 again, in the same batch as message(2)
     await flusher.drain(timeout=20)
     await flusher.release()
     stored = [json.loads(d) for _, d in await store.sql.latest("reused", None, None)]
+    assert stored == [message(1), message(2)]
     dead = await list_dead_letters(store.hot)
-    # Every acknowledged item is in SQL or kept in the dead-letter stream, never in neither.
-    assert message(1) in stored and message(2) in stored
-    if message(3) not in stored:
-        assert [(d["session_id"], d["seq"]) for d in dead] == [("reused", "2")]
-        assert "already holds a different item" in dead[0]["reason"]
+    assert [(d["session_id"], d["seq"]) for d in dead] == [("reused", "2")]
+    assert "already holds a different item" in dead[0]["reason"]
+
+
+async def test_a_lost_meta_hash_with_unflushed_writes_hands_out_no_seq_again(
+    backend: Backend,
+) -> None:
+    """The hash gone (evicted) while the list holds unflushed writes: adds are refused
+    until a flusher has them in SQL; then the session warms and numbers on from there."""
+    from tiered_session.outbox.flusher import Flusher
+
+    store = backend.store(write_mode="behind", run_flusher=False)
+    s = store.session("nometa")
+    flusher = Flusher(store)
+    await s.add_items([message(1)])
+    await flusher.drain(timeout=20)
+    await s.add_items([message(2)])  # not flushed
+    await backend.redis.delete(store.session_keys("nometa").meta)
+    with pytest.raises(StorageUnavailableError, match="metadata is gone"):
+        await s.add_items([message(3)])
+    await flusher.drain(timeout=20)
+    await s.add_items([message(3)])
+    await flusher.drain(timeout=20)
+    await flusher.release()
+    rows = await store.sql.latest("nometa", None, None)
+    assert [(q, json.loads(d)) for q, d in rows] == [
+        (1, message(1)),
+        (2, message(2)),
+        (3, message(3)),
+    ]
+    assert await s.get_items() == [message(1), message(2), message(3)]
 
 
 async def test_a_redis_that_never_answers_fails_calls_with_a_reason(

@@ -47,7 +47,7 @@ EXPECTED: dict[str, set[Status]] = {
     "pop": {Status.OK, Status.COLD, Status.NO, Status.NEEDS_REFILL, Status.WAIT_EARLIER},
     "clear": {Status.OK, Status.COLD, Status.WAIT_EARLIER},
     "settle": {Status.OK, Status.NO, Status.SETTLE_LATER},
-    "warm": {Status.OK, Status.NO, Status.STALE_SNAPSHOT, Status.LIST_LOST},
+    "warm": {Status.OK, Status.NO, Status.STALE_SNAPSHOT, Status.LIST_LOST, Status.META_LOST},
     "refill": {Status.OK, Status.NO},
     "ack": {Status.OK, Status.LEASE_LOST},
     "dead": {Status.OK},

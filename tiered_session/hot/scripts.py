@@ -85,6 +85,8 @@ class Status(IntEnum):
     LEASE_LOST = -8
     #: settle: an earlier add of the session is still pending; call again
     SETTLE_LATER = -9
+    #: warm: the hash is gone while the list holds writes SQL does not have yet
+    META_LOST = -10
 
 
 class Field:

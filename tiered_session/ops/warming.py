@@ -74,6 +74,13 @@ class Warmer:
                     "are pending (was it evicted by a maxmemory policy?). Run Redis with "
                     "maxmemory-policy noeviction (or volatile-*: pending keys carry no expiry)"
                 )
+            if status == Status.META_LOST:
+                raise StorageUnavailableError(
+                    f"session {k.session_id!r}: its metadata is gone from Redis while its hot "
+                    "list holds writes not in SQL yet (evicted by a maxmemory policy?). Refused "
+                    "until a flusher has moved them to SQL; run Redis with maxmemory-policy "
+                    "noeviction (or volatile-*: pending keys carry no expiry)"
+                )
             if status == Status.OK:  # installed with a fresh expiry
                 self.expiry.refreshed(k)
             if status != Status.STALE_SNAPSHOT:

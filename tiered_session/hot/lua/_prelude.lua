@@ -60,6 +60,7 @@ local STALE_SNAPSHOT = -6    -- warm: evicted since the SQL read began; read aga
 local LIST_LOST = -7         -- warm: the list is gone while writes are pending
 local LEASE_LOST = -8        -- ack, fread: another flusher holds the shard's lease
 local SETTLE_LATER = -9      -- settle (ok=3): an earlier add of the session is still pending
+local META_LOST = -10        -- warm: the hash is gone while the list holds writes not in SQL
 -- Eviction generations live a day: longer than any warm-up that read SQL before one.
 local GEN_TTL_MS = 86400000
 local PENDING_MARK = '~'     -- opens a pending entry
