@@ -35,8 +35,10 @@ class TieredSession:
     ``TieredSession("id")`` alone gives a private embedded store (in-process
     fakeredis + in-memory SQLite); ``store.session("id")`` shares a store;
     ``TieredSession.from_url("id", redis_url=..., sql_url=...)`` owns a private
-    store on real servers. Sessions that own their store release it with
-    ``await session.aclose()`` (or ``async with``).
+    store on real servers; ``TieredSession("id", db_path="data/conv.db")`` keeps
+    the history in a SQLite file behind an in-process Redis (write-through, for
+    one process at a time, as ``SQLiteSession(id, db_path)``). Sessions that own
+    their store release it with ``await session.aclose()`` (or ``async with``).
 
     Satisfies ``agents.memory.Session`` without importing the SDK.
     """
