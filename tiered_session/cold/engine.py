@@ -149,7 +149,16 @@ def memory_engine(engine_kwargs: dict[str, Any]) -> AsyncEngine:
     kwargs = {"poolclass": StaticPool, **engine_kwargs}
     engine = create_async_engine(f"sqlite+aiosqlite:///{name}&uri=true", **kwargs)
     weakref.finalize(engine.sync_engine, anchor.close)
+    # A cancelled statement must not replace the one connection: a second one would
+    # meet the first one's table locks (shared cache) until it is closed.
+    event.listen(engine.sync_engine, "handle_error", _keep_connection_on_cancel)
     return engine
+
+
+def _keep_connection_on_cancel(ctx: Any) -> None:
+    if ctx.is_exit_exception:
+        ctx.is_disconnect = False
+        ctx.invalidate_pool_on_disconnect = False
 
 
 def uses_asyncpg(engine: AsyncEngine) -> bool:
