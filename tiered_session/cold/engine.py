@@ -156,7 +156,7 @@ def memory_engine(engine_kwargs: dict[str, Any]) -> AsyncEngine:
 
 
 def _keep_connection_on_cancel(ctx: Any) -> None:
-    if ctx.is_exit_exception:
+    if not isinstance(ctx.original_exception, Exception):  # a cancellation, an exit
         ctx.is_disconnect = False
         ctx.invalidate_pool_on_disconnect = False
 
