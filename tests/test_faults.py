@@ -108,7 +108,8 @@ class PrivateRedis:
         self.tmp = tmp
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *options: str) -> None:
+        """Start it (again), with extra ``redis-server`` options if given."""
         self.proc = subprocess.Popen(
             [
                 "redis-server",
@@ -122,6 +123,7 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 str(self.tmp),
+                *options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

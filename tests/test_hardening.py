@@ -37,7 +37,8 @@ from tiered_session._config import redact_url
 from tiered_session.hot.checks import eviction_problem
 
 from .conftest import PG_URL, REDIS_URL, Backend, StoreFactory, require_servers, unique_name
-from .support import free_port, message, wait_port
+from .support import message
+from .test_faults import PrivateRedis
 
 
 # ---------------------------------------------------------------- 5. corrupt values on read
@@ -322,35 +323,19 @@ async def _drop(name: str) -> None:
 
 # ---------------------------------------------------------------- 1. Redis configured to evict
 @pytest.fixture
-def extra_redis(request: pytest.FixtureRequest) -> Iterator[Any]:
+def extra_redis(tmp_path: Path) -> Iterator[Any]:
     """Start Redis servers on free loopback ports with given options; stop them by PID."""
-    started: list[subprocess.Popen[bytes]] = []
+    started: list[PrivateRedis] = []
 
     def start(*options: str) -> str:
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                *options,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        started.append(proc)
-        wait_port(port, up=True)
-        return f"redis://127.0.0.1:{port}/0"
+        server = PrivateRedis(tmp_path)
+        server.start(*options)
+        started.append(server)
+        return server.url
 
     yield start
-    for proc in started:
-        proc.terminate()
-        proc.wait(10)
+    for server in started:
+        server.destroy()
 
 
 def test_eviction_policies() -> None:

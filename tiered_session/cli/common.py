@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from .._config import default, redact_url
+from .._config import default
 from ..store import TieredStore
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "SubParsers",
     "add_server_args",
     "emit",
-    "redact",
     "run_store_op",
     "store_from_args",
     "when",
@@ -78,11 +77,6 @@ def store_from_args(args: argparse.Namespace, **options: Any) -> TieredStore:
         outbox_shards=args.shards,
         **options,
     )
-
-
-def redact(url: str | None) -> str:
-    """Hide the secrets of a URL for display (see :func:`tiered_session._config.redact_url`)."""
-    return redact_url(url)
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:

@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._codec import decode_item
+from .._config import redact_url
 from .._progress import Progress
 from .._workload import turn_items
 from ..store import TieredStore
-from .common import SubParsers, add_server_args, redact, store_from_args
+from .common import SubParsers, add_server_args, store_from_args
 
 __all__ = ["DemoResult", "register", "run_demo"]
 
@@ -73,8 +74,8 @@ def _main(args: argparse.Namespace) -> int:
     if not args.json:
         print(
             f"tiered-session demo: {args.sessions} sessions x {args.turns} turns, "
-            f"write_mode={args.write_mode}, redis={redact(args.redis_url)}, "
-            f"sql={redact(args.sql_url)}"
+            f"write_mode={args.write_mode}, redis={redact_url(args.redis_url)}, "
+            f"sql={redact_url(args.sql_url)}"
         )
     result = asyncio.run(_run(store, args))
     if args.json:

@@ -18,12 +18,12 @@ import logging
 import signal
 import sys
 
-from .._config import default
+from .._config import default, redact_url
 from .._errors import StorageUnavailableError
 from ..cold.schema import ensure_schema
 from ..outbox.flusher import Flusher
 from ..store import TieredStore
-from .common import SubParsers, add_server_args, redact, store_from_args
+from .common import SubParsers, add_server_args, store_from_args
 
 __all__ = ["register"]
 
@@ -111,7 +111,7 @@ async def _run_flusher(store: TieredStore, flusher: Flusher, args: argparse.Name
         loop.add_signal_handler(sig, stop.set)
     print(
         f"tiered-session flush: worker {flusher.token} started "
-        f"(redis={redact(args.redis_url)}, sql={redact(args.sql_url)})",
+        f"(redis={redact_url(args.redis_url)}, sql={redact_url(args.sql_url)})",
         flush=True,
     )
     code = 0

@@ -12,12 +12,12 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 
-from .._config import StoreConfig, default
+from .._config import StoreConfig, default, redact_url
 from .._errors import ConfigurationError
 from ..cold.engine import engine_from_url
 from ..cold.schema import ddl_statements, inspect_schema, migrate
 from ..cold.tier import SqlTier
-from .common import SubParsers, emit, redact
+from .common import SubParsers, emit
 
 __all__ = ["register"]
 
@@ -74,7 +74,7 @@ async def _migrate(sql: SqlTier, args: argparse.Namespace) -> int:
         or report["created_indexes"]
     )
     text = (
-        f"migrated {sql.sessions.name}/{sql.messages.name} at {redact(args.sql_url)}: "
+        f"migrated {sql.sessions.name}/{sql.messages.name} at {redact_url(args.sql_url)}: "
         f"created tables {report['created_tables'] or 'none'}, "
         f"added seq column: {'yes' if report['added_seq_column'] else 'no'}, "
         f"numbered {report['numbered_rows']} row(s), "
@@ -102,6 +102,6 @@ async def _schema(sql: SqlTier, args: argparse.Namespace) -> int:
         args,
         report,
         f"created tables {report['created_tables'] or 'none'}, "
-        f"indexes {report['created_indexes'] or 'none'} at {redact(args.sql_url)}",
+        f"indexes {report['created_indexes'] or 'none'} at {redact_url(args.sql_url)}",
     )
     return 0

@@ -27,7 +27,7 @@ from .._errors import ConfigurationError
 
 __all__ = [
     "DIALECTS",
-    "WriterLock",
+    "LoopFreeLock",
     "embedded_engine",
     "engine_for_another_loop",
     "engine_from_url",
@@ -60,13 +60,14 @@ _SQLITE_PRAGMAS = ("busy_timeout = 10000", "foreign_keys = ON", "synchronous = N
 _OTHER_THREAD_POLL = 0.001
 
 
-class WriterLock:
-    """One writer at a time on a SQLite database, across coroutines and event loops.
+class LoopFreeLock:
+    """One holder at a time, across coroutines of any event loop and thread.
 
     Coroutines of one loop queue on that loop's ``asyncio.Lock`` (fair, no
     polling); the loop holding it then takes a thread lock, which a caller on
     another thread's loop polls for while held. With a single loop the thread
-    lock is always free at once.
+    lock is always free at once. It serialises SQLite's writers, and a store's
+    first start across loops.
     """
 
     def __init__(self) -> None:
@@ -99,7 +100,7 @@ class WriterLock:
         self._loop_lock().release()
 
 
-_WRITER_LOCKS: weakref.WeakKeyDictionary[Any, WriterLock] = weakref.WeakKeyDictionary()
+_WRITER_LOCKS: weakref.WeakKeyDictionary[Any, LoopFreeLock] = weakref.WeakKeyDictionary()
 
 
 def engine_from_url(url: str, engine_kwargs: dict[str, Any] | None = None) -> AsyncEngine:
@@ -195,7 +196,7 @@ def engine_for_another_loop(engine: AsyncEngine) -> AsyncEngine:
     return AsyncEngine(clone)
 
 
-def writer_lock(engine: AsyncEngine) -> WriterLock:
+def writer_lock(engine: AsyncEngine) -> LoopFreeLock:
     """The lock that serialises this process's SQLite transactions on ``engine``.
 
     SQLite allows one writer: transactions wait for the lock instead of
@@ -205,7 +206,7 @@ def writer_lock(engine: AsyncEngine) -> WriterLock:
     """
     lock = _WRITER_LOCKS.get(engine.sync_engine)
     if lock is None:
-        lock = _WRITER_LOCKS[engine.sync_engine] = WriterLock()
+        lock = _WRITER_LOCKS[engine.sync_engine] = LoopFreeLock()
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         if not isinstance(engine.pool, StaticPool):
             event.listen(engine.sync_engine, "connect", _sqlite_wal)

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._errors import ConfigurationError, StorageUnavailableError
 from .driver import Driver
-from .engine import DIALECTS, WriterLock, uses_asyncpg, writer_lock
+from .engine import DIALECTS, LoopFreeLock, uses_asyncpg, writer_lock
 from .errors import SeqCollisionError, describe
 from .statements import Statements
 from .tables import build_tables
@@ -81,7 +81,7 @@ class SqlTier:
         self.driver = Driver(engine, keep=self.direct)
         #: whether several transactions may write at once (SQLite allows one writer)
         self.parallel_writers = dialect != "sqlite"
-        self._lock: WriterLock | None = writer_lock(engine) if dialect == "sqlite" else None
+        self._lock: LoopFreeLock | None = writer_lock(engine) if dialect == "sqlite" else None
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .._config import StoreConfig
 from .._errors import ConfigurationError, StorageUnavailableError, StoreClosedError
 from .._stats import Counters
+from ..cold.engine import LoopFreeLock
 from ..cold.errors import configuration_problem
 from ..cold.schema import ensure_schema
 from ..cold.tier import SqlTier
@@ -59,20 +60,6 @@ log = logging.getLogger("tiered_session")
 STOP_GRACE = 5.0
 
 
-class LoopFreeLock:
-    """A lock for coroutines of any loop or thread (polls while another thread holds it)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    async def __aenter__(self) -> None:
-        while not self._lock.acquire(blocking=False):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._lock.release()
-
-
 @dataclass
 class Shared:
     """What every runtime of one store shares: options, keys, counters, state."""
@@ -92,7 +79,7 @@ class Shared:
     warned_loops: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: one first start at a time across loops (the first one initializes the SQL dialect)
-    starting: LoopFreeLock = field(default_factory=lambda: LoopFreeLock())
+    starting: LoopFreeLock = field(default_factory=LoopFreeLock)
 
 
 class Runtime:
