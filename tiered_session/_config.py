@@ -34,7 +34,7 @@ _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    """Options of a :class:`~tiered_session.TieredStore`.
+    """Options of a [`TieredStore`][tiered_session.TieredStore].
 
     Attributes:
         write_mode: ``"through"`` commits every write to SQL before returning;
@@ -47,6 +47,10 @@ class StoreConfig:
         create_tables: create missing tables and indexes on first use.
         run_flusher: run a flusher task in this process (write-behind).
         outbox_shards: number of outbox streams; sessions map to one each.
+            None (the default) uses the count Redis records for ``key_prefix``,
+            else 16 on a single Redis and 128 on a Redis Cluster (see
+            ``docs/cluster.md`` for sizing). An explicit count must match the
+            recorded one.
         hot_ttl: seconds an idle, fully flushed session stays in Redis
             (0 keeps it until evicted).
         max_backlog: per-shard bound on unflushed outbox entries; past it a
@@ -61,6 +65,14 @@ class StoreConfig:
         allow_eviction: accept a Redis whose ``maxmemory-policy`` is ``allkeys-*``
             (it may evict writes not yet in SQL: they are lost). Off by default:
             such a Redis is a ConfigurationError at start.
+        redis_cluster: for a store built from ``redis_url``: None detects a
+            Redis Cluster at start (``INFO cluster``) and then talks to every
+            master; True always builds a cluster client; False never does.
+        replica_acks: write-behind only: after each write's script, wait for
+            this many replicas to confirm it (``WAIT``) and raise
+            ``ReplicaAckError`` when fewer do; flushers commit only entries
+            that many replicas hold. 0 (the default) does not wait.
+        replica_ack_timeout: seconds ``replica_acks`` waits for the replicas.
     """
 
     write_mode: WriteMode = "through"
@@ -70,7 +82,7 @@ class StoreConfig:
     messages_table: str = "agent_messages"
     create_tables: bool = False
     run_flusher: bool = True
-    outbox_shards: int = 16
+    outbox_shards: int | None = None
     hot_ttl: float = 3600.0
     max_backlog: int = 0
     flush_batch_size: int = 500
@@ -80,6 +92,9 @@ class StoreConfig:
     inflight_timeout: float = 60.0
     session_settings: Any = None
     allow_eviction: bool = False
+    redis_cluster: bool | None = None
+    replica_acks: int = 0
+    replica_ack_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         if self.write_mode not in ("through", "behind"):
@@ -87,7 +102,8 @@ class StoreConfig:
                 f"write_mode must be 'through' or 'behind', got {self.write_mode!r}"
             )
         _positive_int("hot_items", self.hot_items, 1, 1_000_000)
-        _positive_int("outbox_shards", self.outbox_shards, 1, 4096)
+        if self.outbox_shards is not None:
+            _positive_int("outbox_shards", self.outbox_shards, 1, 4096)
         _positive_int("flush_batch_size", self.flush_batch_size, 1, 100_000)
         _positive_int("max_attempts", self.max_attempts, 1, 1000)
         _positive_int("max_backlog", self.max_backlog, 0, 2**62)
@@ -97,6 +113,7 @@ class StoreConfig:
                 raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
         if self.lease_ttl < 1:
             raise ConfigurationError("lease_ttl must be at least 1 second")
+        _check_replication(self)
         if not isinstance(self.key_prefix, str) or not _PREFIX.fullmatch(self.key_prefix):
             raise ConfigurationError(
                 f"key_prefix {self.key_prefix!r} is invalid: "
@@ -111,6 +128,23 @@ class StoreConfig:
                 )
         if self.sessions_table == self.messages_table:
             raise ConfigurationError("sessions_table and messages_table must differ")
+
+
+def _check_replication(cfg: StoreConfig) -> None:
+    if cfg.redis_cluster not in (True, False, None):
+        raise ConfigurationError(
+            f"redis_cluster must be True, False or None (detect), got {cfg.redis_cluster!r}"
+        )
+    _positive_int("replica_acks", cfg.replica_acks, 0, 64)
+    timeout = cfg.replica_ack_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigurationError(f"replica_ack_timeout must be a number > 0, got {timeout!r}")
+    if cfg.replica_acks and cfg.write_mode != "behind":
+        raise ConfigurationError(
+            "replica_acks protects write-behind entries until a flusher commits them; "
+            "write-through commits to SQL before returning: use write_mode='behind' or "
+            "leave replica_acks at 0"
+        )
 
 
 def _positive_int(name: str, value: Any, low: int, high: int) -> None:
@@ -134,6 +168,11 @@ def validate_session_id(session_id: Any) -> str:
         raise InvalidInputError(f"session_id is longer than {MAX_SESSION_ID_BYTES} bytes (UTF-8)")
     if "\x00" in session_id:
         raise InvalidInputError("session_id must not contain NUL characters")
+    if "\x1f" in session_id:
+        raise InvalidInputError(
+            "session_id must not contain the control character U+001F (it separates a "
+            "session from a branch name in stored ids)"
+        )
     return session_id
 
 

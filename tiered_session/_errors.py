@@ -10,10 +10,12 @@ from __future__ import annotations
 
 __all__ = [
     "BackpressureError",
+    "BranchError",
     "ConfigurationError",
     "CorruptDataError",
     "InvalidInputError",
     "MissingDependencyError",
+    "ReplicaAckError",
     "SessionSettingsError",
     "StoreClosedError",
     "StorageUnavailableError",
@@ -43,6 +45,13 @@ class InvalidInputError(TieredSessionError, ValueError):
     """
 
 
+class BranchError(InvalidInputError):
+    """A branch that does not exist, an id already used, or a branch that may not be deleted.
+
+    A ``ValueError``, as the SDK's ``AdvancedSQLiteSession`` raises for the same cases.
+    """
+
+
 class CorruptDataError(TieredSessionError):
     """A stored row or hot-tier entry could not be decoded.
 
@@ -57,6 +66,14 @@ class StorageUnavailableError(TieredSessionError):
 
 class BackpressureError(StorageUnavailableError):
     """The write-behind backlog reached its bound; retry later or add flushers."""
+
+
+class ReplicaAckError(StorageUnavailableError):
+    """Fewer replicas than ``replica_acks`` confirmed a write-behind write in time.
+
+    The master took the write: it may reach SQL, or be lost if the master fails
+    before a replica has it. Read the session before writing it again.
+    """
 
 
 class StoreClosedError(TieredSessionError):

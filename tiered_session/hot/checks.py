@@ -5,7 +5,8 @@ allkeys-*``) silently drops writes not yet in SQL, so it is refused unless
 ``allow_eviction=True``. ``noeviction`` and the ``volatile-*`` policies are
 safe: only keys with a TTL are evicted, and a session's keys get one only
 once everything of it is in SQL. A db number the server does not have is a
-configuration mistake, not an outage.
+configuration mistake, not an outage. On a Redis Cluster every master is
+checked.
 
 Example:
     >>> import asyncio
@@ -18,13 +19,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from .._errors import ConfigurationError
 from .connection import is_embedded
 
-__all__ = ["SAFE_POLICIES", "check_redis", "eviction_problem"]
+__all__ = ["SAFE_POLICIES", "check_redis", "db_problem", "eviction_problem"]
 
 log = logging.getLogger("tiered_session")
 
@@ -63,15 +65,16 @@ async def check_redis(redis: Any, *, allow_eviction: bool) -> None:
     if is_embedded(redis):
         return
     try:
-        reply = await redis.config_get("maxmemory-policy")
+        if isinstance(redis, RedisCluster):
+            per_node = await redis.config_get("maxmemory-policy", target_nodes=redis.PRIMARIES)
+            replies = list(per_node.values())
+        else:
+            replies = [await redis.config_get("maxmemory-policy")]
     except ResponseError as e:
         text = str(e)
-        if "DB index is out of range" in text or "invalid DB index" in text:
-            db = _db_of(redis)
-            raise ConfigurationError(
-                f"Redis has no db {db}: use a db number the server has "
-                "(0-15 unless its 'databases' setting says more) in redis_url"
-            ) from None
+        wrong_db = db_problem(e, redis)
+        if wrong_db is not None:
+            raise wrong_db from None
         if not _unchecked_logged:
             _unchecked_logged = True
             log.warning(
@@ -81,12 +84,24 @@ async def check_redis(redis: Any, *, allow_eviction: bool) -> None:
                 text.splitlines()[0][:120],
             )
         return
-    except (RedisConnectionError, RedisError, OSError):
+    except (RedisConnectionError, RedisError, OSError, RedisClusterException):
         return  # down: the calls that need it say so
-    policy = _policy(reply)
-    problem = None if policy is None else eviction_problem(policy)
-    if problem is not None and not allow_eviction:
-        raise ConfigurationError(problem)
+    for reply in replies:
+        policy = _policy(reply)
+        problem = None if policy is None else eviction_problem(policy)
+        if problem is not None and not allow_eviction:
+            raise ConfigurationError(problem)
+
+
+def db_problem(e: ResponseError, redis: Any) -> ConfigurationError | None:
+    """The ConfigurationError for a db number the server lacks (None for other errors)."""
+    text = str(e)
+    if "DB index is out of range" not in text and "invalid DB index" not in text:
+        return None
+    return ConfigurationError(
+        f"Redis has no db {_db_of(redis)}: use a db number the server has "
+        "(0-15 unless its 'databases' setting says more) in redis_url"
+    )
 
 
 def _policy(reply: Any) -> str | None:

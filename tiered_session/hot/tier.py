@@ -2,8 +2,13 @@
 
 Every call maps redis-py's failures to :class:`StorageUnavailableError`: a
 refused command says so; an unreachable server says what reads and writes do
-meanwhile (:func:`redis_down` tells the two apart). Scripts run by EVALSHA and
-are loaded on first use on a server (and again after ``SCRIPT FLUSH``).
+meanwhile (:func:`redis_down` tells the two apart); a cluster redirection met
+by a single-node client is a ConfigurationError (:mod:`.cluster`). Scripts run
+by EVALSHA and are loaded on first use on a server (and again after ``SCRIPT
+FLUSH``). :meth:`HotTier.connect` settles the client (a cluster?) and the key
+layout before the first call. With ``replica_acks``, every script that appends
+to an outbox, and the flusher's reads, are followed by ``WAIT`` on the same
+connection.
 
 Example:
     >>> import asyncio
@@ -19,45 +24,35 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 from redis.exceptions import ResponseError as RedisResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._errors import StorageUnavailableError
+from .._errors import ConfigurationError, StorageUnavailableError
 from . import scripts as lua
-from .connection import can_block, direct_pool, is_embedded
+from .checks import db_problem
+from .cluster import settle_client
+from .connection import can_block, is_embedded
 from .keys import KeySpace, SessionKeys, ShardKeys
+from .layout import assert_layout, settle_layout
+from .link import FAILURES, redis_down, refused, senders, unreachable
 from .scripts import Script
-from .wire import command_sender, commands_sender
+from .wire import ManySender, Sender
 
 __all__ = ["Call", "HotTier", "redis_down", "unreachable"]
 
 T = TypeVar("T")
 
+log = logging.getLogger("tiered_session")
+
 #: a script call ready to send: (script, keys, args)
 Call = tuple[Script, Sequence[bytes], Sequence[Any]]
-
-
-def unreachable(e: BaseException) -> StorageUnavailableError:
-    """The error every hot-tier call raises when Redis cannot be reached."""
-    reason = str(e).strip() or (
-        "no answer in time" if isinstance(e, TimeoutError | RedisTimeoutError) else "no message"
-    )
-    return StorageUnavailableError(
-        f"Redis unreachable ({type(e).__name__}: {reason}). Reads fall back to SQL; writes are "
-        "refused until Redis is back (a write-behind write that timed out may still have been "
-        "accepted): retry later"
-    )
-
-
-def redis_down(e: StorageUnavailableError) -> bool:
-    """True when the error says Redis could not be reached (not that it refused)."""
-    return isinstance(e.__cause__, RedisConnectionError | RedisTimeoutError | OSError)
 
 
 def _evalsha(call: Call) -> tuple[Any, ...]:
@@ -69,24 +64,95 @@ class HotTier:
     """The Redis side of a store: scripts, plain commands and pipelines, errors mapped.
 
     Args:
-        redis: a ``redis.asyncio`` client with ``decode_responses=False``.
+        redis: a ``redis.asyncio`` client (or ``RedisCluster``) with ``decode_responses=False``.
         keys: the store's key space.
+        replica_acks: replicas that must confirm each outbox write (0: no ``WAIT``).
+        replica_ack_timeout: seconds to wait for them.
     """
 
-    def __init__(self, redis: Redis, keys: KeySpace) -> None:
-        self.redis = redis
+    def __init__(
+        self,
+        redis: Redis,
+        keys: KeySpace,
+        *,
+        replica_acks: int = 0,
+        replica_ack_timeout: float = 1.0,
+    ) -> None:
         self.keys = keys
+        self.replica_acks = replica_acks
+        self._ack_ms = max(1, int(replica_ack_timeout * 1000))
+        #: whether :meth:`connect` has settled the client and the layout
+        self.connected = False
+        self._connecting: asyncio.Lock | None = None
+        self._down: BaseException | None = None
+        self.send: Sender
+        self.send_many: ManySender
+        self.use(redis)
+
+    def use(self, redis: Redis) -> None:
+        """Talk through ``redis`` from now on (set at start; a cluster node's cluster client)."""
+        self.redis = redis
         #: whether the flusher may block on XREAD across its shards
         self.can_block = can_block(redis)
         #: whether this is the embedded in-process Redis
         self.embedded = is_embedded(redis)
-        pool = direct_pool(redis)
-        self.send = command_sender(redis, pool)
-        self.send_many = commands_sender(redis, pool)
+        #: whether this is a Redis Cluster client
+        self.cluster = isinstance(redis, RedisCluster)
+        # (batches_commands: whether several commands go out in one write; _wire: a
+        # cluster's wire, for calls spread over its masters)
+        self._wire, self.batches_commands, self.send, self.send_many = senders(
+            redis, self.replica_acks, self._ack_ms
+        )
+
+    async def connect(self) -> bool:
+        """Settle the client (a cluster node's: a cluster client) and the key layout; idempotent.
+
+        False while Redis cannot be reached; ConfigurationError for a mistake
+        (a node's client passed in, a layout contradicting the options, ...).
+        """
+        if self.connected:
+            return True
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self.connected:
+                return True
+            if self.replica_acks and self.embedded:
+                raise ConfigurationError(
+                    "replica_acks needs a Redis with replicas; the embedded Redis has none"
+                )
+            try:
+                await _settle_client(self)
+            except FAILURES as e:
+                log.debug("Redis not reachable (%s); settling the client on the next call", e)
+                self._down = e
+                return False
+            self.connected = True
+            return True
+
+    async def _settle(self) -> None:
+        """Connect before a first call; a Redis that cannot be reached fails the call."""
+        if not await self.connect() and self._down is not None:
+            raise unreachable(self._down) from self._down
+
+    async def lengths(self, shards: Sequence[ShardKeys]) -> list[int]:
+        """The length of each shard's outbox (on a cluster: one write per master, at once)."""
+        if self._wire is None:
+            return [int(n) for n in await self.pipeline([("xlen", (s.outbox,)) for s in shards])]
+        got = await self.call(self._wire.by_node([(s.slot, ("XLEN", s.outbox)) for s in shards]))
+        if any(isinstance(r, Exception) for r in got):
+            raise unreachable(next(r for r in got if isinstance(r, Exception)))
+        return [int(n) for n in got]
+
+    async def assert_layout(self) -> None:
+        """Record the key layout again if Redis lost it (a flusher does this now and then)."""
+        await self.call(assert_layout(self.redis, self.keys))
 
     # ------------------------------------------------------------------ plumbing
     async def run(self, script: Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         """Run one script (EVALSHA, loading it first where the server lacks it)."""
+        if not self.connected:
+            await self._settle()
         try:
             try:
                 return await self.send("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -94,17 +160,19 @@ class HotTier:
                 await self.redis.script_load(script.source)
                 return await self.send("EVALSHA", script.sha, len(keys), *keys, *args)
         except RedisResponseError as e:
-            raise StorageUnavailableError(f"Redis rejected script {script.name!r}: {e}") from e
-        except (RedisError, OSError) as e:
+            raise refused(e, f"script {script.name!r}") from e
+        except FAILURES as e:
             raise unreachable(e) from e
 
     async def command(self, *args: Any) -> Any:
         """Run one plain command."""
+        if not self.connected:
+            await self._settle()
         try:
             return await self.send(*args)
         except RedisResponseError as e:
-            raise StorageUnavailableError(f"Redis rejected {args[0]}: {e}") from e
-        except (RedisError, OSError) as e:
+            raise refused(e, str(args[0])) from e
+        except FAILURES as e:
             raise unreachable(e) from e
 
     async def run_after(
@@ -117,19 +185,22 @@ class HotTier:
         :meth:`run`) and the reply of ``last``, raised as :meth:`run` or
         :meth:`command` would.
         """
+        if not self.connected:
+            await self._settle()
         is_call = isinstance(last[0], Script)
         cmd = _evalsha(last) if is_call else last
         try:
             replies = await self.send_many([*(_evalsha(c) for c in first), cmd])
-        except (RedisError, OSError) as e:
+        except FAILURES as e:
             raise unreachable(e) from e
         reply = replies.pop()
         if isinstance(reply, NoScriptError) and is_call:
             script, keys, args = last
             return replies, await self.run(script, keys, args)
+        if isinstance(reply, RedisResponseError):
+            raise refused(reply, str(last[0].name if is_call else last[0]))
         if isinstance(reply, Exception):
-            name = last[0].name if is_call else last[0]
-            raise StorageUnavailableError(f"Redis rejected {name}: {reply}")
+            raise unreachable(reply) from reply
         return replies, reply
 
     async def call(self, aw: Awaitable[T]) -> T:
@@ -137,12 +208,17 @@ class HotTier:
         try:
             return await aw
         except RedisResponseError as e:
-            raise StorageUnavailableError(f"Redis rejected a command: {e}") from e
-        except (RedisError, OSError) as e:
+            raise refused(e, "a command") from e
+        except FAILURES as e:
             raise unreachable(e) from e
 
     async def pipeline(self, commands: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
-        """Run redis-py commands ``(method name, args)`` in one pipelined round trip."""
+        """Run redis-py commands ``(method name, args)`` in one pipelined round trip.
+
+        On a cluster: one round trip per master, all at once.
+        """
+        if not self.connected:
+            await self._settle()
         pipe = self.redis.pipeline(transaction=False)
         for name, args in commands:
             getattr(pipe, name)(*args)
@@ -152,6 +228,33 @@ class HotTier:
     def add_call(self, k: SessionKeys, args: Sequence[Any]) -> Call:
         """The ``add`` script call (see ``lua/add.lua`` for ``args``)."""
         return (lua.ADD, k.for_write(), args)
+
+    def branch_add_call(self, k: SessionKeys, args: Sequence[Any], branch: bytes) -> Call:
+        """``add`` on a branch's keys, done only while ``branch`` is current (``lua/badd``)."""
+        return (lua.BADD, (*k.for_write(), k.current), (*args, branch))
+
+    def branch_tail_call(self, k: SessionKeys, limit: int, branch: bytes) -> Call:
+        """:meth:`tail_command`, done only while ``branch`` is current (``lua/bread.lua``)."""
+        return (lua.BREAD, (k.current, k.items), (branch, 0 if limit < 0 else -limit, -1))
+
+    async def pointer_and_tail(self, k: SessionKeys, limit: int) -> tuple[Any, Any]:
+        """The session's branch pointer and :meth:`tail_command`'s reply, in one write.
+
+        Cheaper than :meth:`branch_tail_call`'s script where commands batch
+        (:attr:`batches_commands`); the caller checks the pointer.
+        """
+        try:
+            pointer, envs = await self.send_many([("GET", k.current), self.tail_command(k, limit)])
+        except FAILURES as e:
+            raise unreachable(e) from e
+        for reply in (pointer, envs):
+            if isinstance(reply, Exception):
+                raise StorageUnavailableError(f"Redis rejected a read: {reply}")
+        return pointer, envs
+
+    async def set_pointer(self, k: SessionKeys, version: int, branch: str) -> bytes:
+        """Install a session's branch pointer unless Redis holds a newer one; the one held."""
+        return bytes(await self.run(lua.SETPTR, (k.current,), (version, branch)))
 
     async def read(self, k: SessionKeys, limit: int) -> list[Any]:
         """``{full, floor, entries}`` of the newest ``limit`` items (-1: all), or ``{COLD}``."""
@@ -225,8 +328,12 @@ class HotTier:
         )
 
     async def read_entries(self, sh: ShardKeys, args: Sequence[Any]) -> Any:
-        """Read outbox entries under the lease (see ``lua/fread.lua``)."""
-        return await self.run(lua.FREAD, sh.for_read_entries(), args)
+        """Read outbox entries under the lease (see ``lua/fread.lua``).
+
+        With ``replica_acks``, returns once that many replicas hold what was read.
+        """
+        wait = [1] if self.replica_acks else []
+        return await self.run(lua.FREAD, sh.for_read_entries(), [*args, *wait])
 
     async def ack(self, keys: Sequence[bytes], args: Sequence[Any]) -> int:
         """Acknowledge committed entries (see ``lua/ack.lua``); returns a Status."""
@@ -241,3 +348,15 @@ class HotTier:
         meta, items = (k.meta, k.items) if k is not None else (sh.outbox + b":none",) * 2
         res = await self.run(lua.REPLAY, (sh.dead, sh.outbox, meta, items), [entry_id])
         return int(res) == lua.Status.OK
+
+
+async def _settle_client(hot: HotTier) -> None:
+    """Give ``hot`` the client to use (a cluster client for a cluster node); settle the layout."""
+    try:
+        client = await settle_client(hot.redis)
+        if client is not hot.redis:
+            hot.use(client)
+        if not hot.keys.settled:
+            await settle_layout(hot.redis, hot.keys, cluster=hot.cluster)
+    except RedisResponseError as e:
+        raise db_problem(e, hot.redis) or refused(e, "the start-up checks") from e

@@ -16,8 +16,10 @@ straight over a pooled connection:
   disconnected by redis-py and reconnects on its next use. Nothing is retried:
   the store's writes are scripts that must run at most once.
 
-Clients the direct path cannot serve (fakeredis, Redis Cluster, a
-single-connection client) go through ``execute_command`` unchanged.
+On a Redis Cluster, :class:`~tiered_session.hot.cluster.ClusterWire` does the
+same on the master of each command's slot, with :func:`write_packed` and
+:func:`pack_command`. Clients the direct paths cannot serve (fakeredis, a single-connection client)
+go through ``execute_command`` unchanged.
 
 This is the only module that touches redis-py's private members (the pool's
 connection lists, a connection's stream reader and writer). ``redis`` is pinned
@@ -49,6 +51,7 @@ __all__ = [
     "command_sender",
     "commands_sender",
     "pack_command",
+    "write_packed",
 ]
 
 Sender = Callable[..., Awaitable[Any]]
@@ -134,7 +137,8 @@ def _closed_by_peer(conn: AbstractConnection) -> bool:
     return reader is not None and (reader.at_eof() or reader.exception() is not None)
 
 
-async def _write(conn: Any, data: bytes) -> None:
+async def write_packed(conn: Any, data: bytes) -> None:
+    """Write packed commands to a connection: straight to its socket when they are small."""
     writer = conn._writer
     if writer is None or len(data) > _WRITE_NOW_MAX or writer.transport.is_closing():
         await conn.send_packed_command(data, False)  # connects, or chunks and drains
@@ -161,7 +165,7 @@ def command_sender(redis: Any, pool: ConnectionPool | None) -> Sender:
     async def send(*args: Any) -> Any:
         conn = await get()  # type: ignore[no-untyped-call]
         try:
-            await _write(conn, pack_command(conn.encoder.encode, args))
+            await write_packed(conn, pack_command(conn.encoder.encode, args))
             return await conn.read_response()
         finally:
             await release(conn)
@@ -194,7 +198,7 @@ def commands_sender(redis: Any, pool: ConnectionPool | None) -> ManySender:
         conn = await get()  # type: ignore[no-untyped-call]
         try:
             encode = conn.encoder.encode
-            await _write(conn, b"".join(pack_command(encode, tuple(c)) for c in commands))
+            await write_packed(conn, b"".join(pack_command(encode, tuple(c)) for c in commands))
             replies: list[Any] = []
             for _ in commands:
                 try:

@@ -5,7 +5,8 @@ index in Redis (a sorted set of session ids by last write time) that also
 covers sessions whose items are still only in the write-behind outbox. A
 k-way merge of the shards' indexes and the table reads each ``chunk``
 entries at a time, so the first pages cost little however many sessions
-there are.
+there are. The first chunk of every index is read in one pipeline (on a
+Redis Cluster: one round trip per master, all at once).
 
 Example:
     >>> import asyncio
@@ -29,6 +30,7 @@ from typing import TypedDict, cast
 from .._time import EPOCH, from_ms
 from ..cold.catalog import Catalog
 from ..cold.tier import SqlTier
+from ..hot.keys import BRANCH_SEP
 from ..hot.scripts import Field
 from ..hot.tier import HotTier
 
@@ -71,8 +73,17 @@ class SessionLister:
         self.catalog = Catalog(sql)
 
     async def iterate(self, chunk: int = CHUNK) -> AsyncGenerator[SessionInfo, None]:
-        """Yield sessions that hold items, newest activity first (ties: by id, descending)."""
-        sources = [self._indexed(sh.index, chunk) for sh in self.hot.keys.all_shards()]
+        """Yield sessions that hold items, newest activity first (ties: by id, descending).
+
+        The histories of an advanced session's branches are not listed apart.
+        """
+        shards = self.hot.keys.all_shards()
+        firsts = await self.hot.pipeline(
+            [("zrevrange", (sh.index, 0, chunk - 1, True)) for sh in shards]  # withscores
+        )
+        sources = [
+            self._indexed(sh.index, chunk, first) for sh, first in zip(shards, firsts, strict=True)
+        ]
         sources.append(self._unindexed(chunk))
         heap: list[tuple[_Order, int, SessionInfo]] = []
         seen: set[str] = set()  # a flush between two pages can show a session twice
@@ -83,8 +94,9 @@ class SessionLister:
                     heapq.heappush(heap, (_Order(first), n, first))
             while heap:
                 _, n, info = heapq.heappop(heap)
-                if info["session_id"] not in seen:
-                    seen.add(info["session_id"])
+                sid = info["session_id"]
+                if sid not in seen and BRANCH_SEP not in sid:  # a branch is part of its session
+                    seen.add(sid)
                     yield info
                 nxt = await anext(sources[n], None)
                 if nxt is not None:
@@ -93,15 +105,21 @@ class SessionLister:
             for src in sources:
                 await src.aclose()
 
-    async def _indexed(self, index: bytes, chunk: int) -> AsyncGenerator[SessionInfo, None]:
-        """Live sessions of one shard's index, by last write time descending."""
+    async def _indexed(
+        self, index: bytes, chunk: int, first: list[tuple[bytes, float]]
+    ) -> AsyncGenerator[SessionInfo, None]:
+        """Live sessions of one shard's index, newest write first (``first``: its first chunk)."""
         start = 0
         while True:
-            entries = cast(
-                "list[tuple[bytes, float]]",
-                await self.hot.call(
-                    self.hot.redis.zrevrange(index, start, start + chunk - 1, withscores=True)
-                ),
+            entries = (
+                first
+                if start == 0
+                else cast(
+                    "list[tuple[bytes, float]]",
+                    await self.hot.call(
+                        self.hot.redis.zrevrange(index, start, start + chunk - 1, withscores=True)
+                    ),
+                )
             )
             if not entries:
                 return

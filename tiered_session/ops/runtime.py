@@ -92,10 +92,14 @@ class Runtime:
         self.shared = shared
         self.config = cfg
         self.counters = shared.counters
-        self.redis = redis
         self.engine = engine
         self._owns_redis, self._owns_engine = owns
-        self.hot = HotTier(redis, shared.keys)
+        self.hot = HotTier(
+            redis,
+            shared.keys,
+            replica_acks=cfg.replica_acks,
+            replica_ack_timeout=cfg.replica_ack_timeout,
+        )
         self.sql = SqlTier(engine, cfg.sessions_table, cfg.messages_table)
         self.mode: WriteStrategy = (
             WriteBehind()
@@ -121,6 +125,11 @@ class Runtime:
         self._stop: asyncio.Event | None = None
         self._watch: AsyncGenerator[None, None] | None = None
         self._in_watch = False
+
+    @property
+    def redis(self) -> Redis:
+        """The Redis client (a cluster client once :meth:`start` found a cluster node)."""
+        return self.hot.redis
 
     # ------------------------------------------------------------------ lifecycle
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -174,8 +183,11 @@ class Runtime:
                 return
             if self.shared.closed:
                 raise StoreClosedError("this store is closed; create a new one")
+            # (a cluster node: the cluster client from now on; False: Redis is down)
+            redis_up = await self.hot.connect()
             if not self.shared.schema_checked:
-                await check_redis(self.redis, allow_eviction=self.config.allow_eviction)
+                if redis_up:
+                    await check_redis(self.redis, allow_eviction=self.config.allow_eviction)
                 problem = None
                 try:
                     await ensure_schema(self.sql, create=self.shared.create_tables)

@@ -36,7 +36,7 @@ from typing import Any, Protocol, cast
 from redis.exceptions import RedisError
 
 from .._config import StoreConfig
-from .._errors import ConfigurationError, StorageUnavailableError
+from .._errors import ConfigurationError, ReplicaAckError, StorageUnavailableError
 from .._stats import Counters
 from ..cold.tier import SqlTier
 from ..hot.checks import check_redis
@@ -164,6 +164,7 @@ class Flusher:
         backoff = 0.0
         me = asyncio.current_task()
         try:
+            await self._connect()  # (a mistake, e.g. a cluster node's client: ConfigurationError)
             # A Redis that may evict unflushed writes: refuse to start (ConfigurationError).
             await check_redis(self.hot.redis, allow_eviction=self._allow_eviction)
             while not stop.is_set():
@@ -260,7 +261,14 @@ class Flusher:
         """One round without waiting: leases, recovery, one read and apply per shard."""
         return await self._step(block=False)
 
+    async def _connect(self) -> None:
+        """Settle the Redis client and key layout (once), then see whether XREAD may block."""
+        await self.hot.connect()
+        self._block = self.hot.can_block
+
     async def _step(self, *, block: bool) -> int:
+        if not self.hot.connected:
+            await self._connect()
         if time.monotonic() - self._policy_checked > _POLICY_EVERY:
             await self._check_policy()
         await self.leases.maintain()
@@ -287,10 +295,12 @@ class Flusher:
         moved += await self._apply_shards(await self._with_entries(ready))
         if moved == 0 and block and self._block:
             # Wait for new entries (XREAD does not touch the group; reads stay fenced).
-            await self.hot.redis.xread(
-                {s.keys.outbox: b"$" for s in ready},
-                count=1,
-                block=max(1, int(min(self.interval, _BLOCK_AT_MOST) * 1000)),
+            await self.hot.call(
+                self.hot.redis.xread(
+                    {s.keys.outbox: b"$" for s in ready},
+                    count=1,
+                    block=max(1, int(min(self.interval, _BLOCK_AT_MOST) * 1000)),
+                )
             )
         return moved
 
@@ -323,16 +333,21 @@ class Flusher:
         """The shards whose outbox holds entries: one pipelined XLEN instead of a read each.
 
         Acknowledged entries are deleted, so an empty stream has nothing new to read.
+        On a cluster this is also the idle wait: one round trip per master each
+        ``interval`` (XREAD cannot block on streams of different slots).
         """
-        if len(states) < 2 or not self._block:  # (fakeredis, Redis Cluster: read them all)
+        if len(states) < 2 or self.hot.embedded:  # (fakeredis: read them all)
             return states
-        lengths = await self.hot.pipeline([("xlen", (s.keys.outbox,)) for s in states])
+        lengths = await self.hot.lengths([s.keys for s in states])
         return [st for st, n in zip(states, lengths, strict=True) if n]
 
     async def _read_apply(self, state: ShardState, start: bytes) -> int:
         args = [self.token, GROUP, self.token, self.batch_size, start, int(state.claim)]
         try:
             res = await self.hot.read_entries(state.keys, args)
+        except ReplicaAckError:
+            state.replay = True  # read, not replicated yet: read them again, then commit
+            raise
         except StorageUnavailableError as e:
             if "NOGROUP" in str(e):  # Redis lost the stream (restarted empty)
                 self.leases.lose(state, "its outbox stream vanished")
@@ -347,7 +362,7 @@ class Flusher:
         entries = [Entry(r[0], pairs(r[1])) for r in raw if r[1]]
         gone = [r[0] for r in raw if not r[1]]
         if gone:  # deleted while pending: nothing to apply
-            await self.hot.redis.xack(state.keys.outbox, GROUP, *gone)
+            await self.hot.call(self.hot.redis.xack(state.keys.outbox, GROUP, *gone))
         if not entries:
             if start == b"0" and not gone:
                 state.replay = False

@@ -28,14 +28,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from redis.exceptions import ResponseError
-
 from .._config import StoreConfig
-from .._errors import StorageUnavailableError
+from .._errors import ConfigurationError, StorageUnavailableError
 from ..hot.keys import ShardKeys
 from ..hot.tier import HotTier
 
-__all__ = ["GROUP", "Leases", "ShardState"]
+__all__ = ["GROUP", "Leases", "ShardState", "shard_ranges"]
 
 log = logging.getLogger("tiered_session.flusher")
 
@@ -43,6 +41,20 @@ log = logging.getLogger("tiered_session.flusher")
 GROUP = "flushers"
 #: leases are renewed this many times per lease_ttl
 _RENEWALS_PER_TTL = 3
+
+
+def shard_ranges(shards: Sequence[int]) -> str:
+    """Shard numbers for a log line: ``shard_ranges([0, 1, 2, 5]) == "shards 0-2,5"``."""
+    nums = sorted(set(shards))
+    parts: list[str] = []
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        parts.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
+        i = j + 1
+    return ("shard " if len(nums) == 1 else "shards ") + ",".join(parts)
 
 
 @dataclass
@@ -69,8 +81,9 @@ class Leases:
         self.token = token
         self.ttl = config.lease_ttl
         self.ttl_ms = int(config.lease_ttl * 1000)
-        wanted = range(config.outbox_shards) if shards is None else shards
-        self._wanted = [hot.keys.shard(i) for i in wanted]
+        self._numbers = None if shards is None else list(shards)
+        #: the shards this flusher may take (known once the store's layout is settled)
+        self._wanted: list[ShardKeys] = []
         self._fair = shards is None
         #: held shards by number
         self.owned: dict[int, ShardState] = {}
@@ -93,26 +106,63 @@ class Leases:
         if now < self._next:
             return
         self._next = now + self.ttl / _RENEWALS_PER_TTL
+        self._wanted = self._shard_keys()
         target = len(self._wanted)
         if self._fair:  # flushers with a fixed shard list do not count in the split
             self.live_flushers = max(1, await self.hot.heartbeat(self.token, self.ttl_ms))
             target = -(-target // self.live_flushers)
+        await self.hot.assert_layout()  # (a Redis restarted empty gets the record back)
+        expired = []
         for state in list(self.owned.values()):
             if not await self.hot.lease(state.keys, self.token, self.ttl_ms):
-                self.lose(state, "lease expired")
+                self.owned.pop(state.keys.shard, None)
+                expired.append(state.keys.shard)
+        self._report("lost", expired, logging.WARNING, ": lease expired")
+        handed = []
         for shard in sorted(self.owned)[target:]:
             state = self.owned.pop(shard)
             await self.hot.release(state.keys, self.token)
-            log.info(
-                "flusher %s handed shard %d over (%d flushers live)",
-                self.token,
-                shard,
-                self.live_flushers,
-            )
+            handed.append(shard)
+        self._report("handed over", handed, logging.INFO)
         if len(self.owned) < target:
-            await self._take(target)
+            taken: list[int] = []
+            try:
+                await self._take(target, taken)
+            finally:  # (also when a lease or group call failed midway)
+                self._report("took", taken, logging.INFO)
 
-    async def _take(self, target: int) -> None:
+    def _report(self, what: str, shards: list[int], level: int, why: str = "") -> None:
+        """Log one line for the shards that changed hands together (none: nothing)."""
+        if not shards:
+            return
+        log.log(
+            level,
+            "flusher %s %s %s%s; holds %d of %d, %d flusher(s) live",
+            self.token,
+            what,
+            shard_ranges(shards),
+            why,
+            len(self.owned),
+            len(self._wanted),
+            self.live_flushers,
+            extra={
+                "event": "shards_" + what.replace(" ", "_"),
+                "shards": sorted(shards),
+                "token": self.token,
+            },
+        )
+
+    def _shard_keys(self) -> list[ShardKeys]:
+        count = self.hot.keys.shards
+        numbers = range(count) if self._numbers is None else self._numbers
+        bad = [n for n in numbers if not 0 <= n < count]
+        if bad:
+            raise ConfigurationError(
+                f"shards {bad} do not exist: this store has {count} outbox shards (0-{count - 1})"
+            )
+        return [self.hot.keys.shard(i) for i in numbers]
+
+    async def _take(self, target: int, taken: list[int]) -> None:
         # Start at a different shard in each flusher so they do not all race for the same one.
         start = hash(self.token) % max(1, len(self._wanted))
         for sh in self._wanted[start:] + self._wanted[:start]:
@@ -121,12 +171,14 @@ class Leases:
             if sh.shard in self.owned or not await self.hot.lease(sh, self.token, self.ttl_ms):
                 continue
             try:
-                await self.hot.redis.xgroup_create(sh.outbox, GROUP, id="0", mkstream=True)
-            except ResponseError as e:
+                await self.hot.call(
+                    self.hot.redis.xgroup_create(sh.outbox, GROUP, id="0", mkstream=True)
+                )
+            except StorageUnavailableError as e:
                 if "BUSYGROUP" not in str(e):
                     raise
             self.owned[sh.shard] = ShardState(sh)
-            log.info("flusher %s took shard %d", self.token, sh.shard)
+            taken.append(sh.shard)
 
     def lose(self, state: ShardState, why: str) -> None:
         """Forget a shard whose lease is no longer ours."""
