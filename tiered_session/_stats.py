@@ -10,10 +10,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TypedDict
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypedDict, TypeVar
 
-__all__ = ["Counters", "StoreStats"]
+__all__ = ["Counters", "MetricsHooks", "StoreStats"]
+
+_T = TypeVar("_T")
 
 
 class StoreStats(TypedDict):
@@ -44,6 +47,16 @@ class StoreStats(TypedDict):
     live_flushers: int
 
 
+class MetricsHooks(Protocol):
+    """Where timed events go while metrics are enabled (:mod:`tiered_session.metrics`)."""
+
+    async def timed(self, operation: str, call: Awaitable[_T]) -> _T:
+        """Await ``call`` (one session call, e.g. ``"get_items"``), timing it."""
+
+    def flushed(self, entry_ids: Sequence[bytes]) -> None:
+        """Outbox entries (stream ids: acceptance time in ms) were committed to SQL."""
+
+
 @dataclass
 class Counters:
     """Monotonic per-process counters."""
@@ -60,3 +73,11 @@ class Counters:
     #: acknowledgements of committed flush batches that failed (each also a flush error)
     ack_errors: int = 0
     recovered_operations: int = 0
+    #: items of the add entries committed to SQL by flushers
+    flushed_items: int = 0
+    #: outbox entries this process moved to the dead-letter streams
+    dead_lettered: int = 0
+    #: errors raised to callers, by (operation, error kind); counted while metrics are on
+    call_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: set while metrics are enabled; None (the default) times nothing
+    hooks: MetricsHooks | None = field(default=None, repr=False, compare=False)

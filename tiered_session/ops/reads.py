@@ -35,6 +35,7 @@ from .decoding import Decoder
 from .expiry import ExpiryClock
 from .modes import WriteStrategy
 from .pending import PendingResolver
+from .pointer import BranchMoved, check_branch_reply
 from .warming import Warmer
 
 __all__ = ["Reads", "check_limit"]
@@ -80,19 +81,32 @@ class Reads:
         self._ready = ready
         self._degraded_logged = 0.0
 
-    async def get_items(self, k: SessionKeys, limit: int | None) -> list[Any]:
+    async def get_items(
+        self, k: SessionKeys, limit: int | None, branch: bytes | None = None
+    ) -> list[Any]:
         """Return the newest ``limit`` items (all when None) in chronological order.
 
         When Redis is unreachable the items come from SQL alone: a *degraded*
         read, counted in ``stats()["degraded_reads"]`` and logged. In
         write-behind mode it lacks the writes not flushed yet (they are safe in
         the Redis outbox and reappear when Redis is back).
+
+        ``branch``: the advanced session's branch believed current; read only
+        while it is (else :class:`~.pointer.BranchMoved`).
         """
+        hooks = self.counters.hooks
+        if hooks is not None:  # metrics on: time the call
+            return await hooks.timed("get_items", self._get_items(k, limit, branch))
+        return await self._get_items(k, limit, branch)
+
+    async def _get_items(
+        self, k: SessionKeys, limit: int | None, branch: bytes | None = None
+    ) -> list[Any]:
         lim = check_limit(limit)
         if lim == 0:
             return []
         try:
-            return await self._read(k, lim)
+            return await self._read(k, lim, branch)
         except StorageUnavailableError as e:
             if not redis_down(e):
                 raise
@@ -104,11 +118,20 @@ class Reads:
                 log.warning("Redis unreachable; reading from SQL only (degraded): %s", e.__cause__)
             return self.decoder.rows(k, rows)
 
-    async def _read(self, k: SessionKeys, lim: int) -> list[Any]:
+    async def _read(self, k: SessionKeys, lim: int, branch: bytes | None) -> list[Any]:
         await self._ready()
-        cmd = self.hot.tail_command(k, lim)
         settles = self.mode.take_deferred(k)
-        envs = await (self.mode.run_after(settles, cmd) if settles else self.hot.command(*cmd))
+        if branch is None:
+            cmd = self.hot.tail_command(k, lim)
+            envs = await (self.mode.run_after(settles, cmd) if settles else self.hot.command(*cmd))
+        elif settles or not self.hot.batches_commands:  # the pointer checked in the script
+            call = self.hot.branch_tail_call(k, lim, branch)
+            envs = await (self.mode.run_after(settles, call) if settles else self.hot.run(*call))
+            check_branch_reply(envs)
+        else:  # the pointer read just before, in the same write: cheaper than a script
+            pointer, envs = await self.hot.pointer_and_tail(k, lim)
+            if pointer is None or pointer.partition(b"|")[2] != branch:
+                raise BranchMoved(pointer)
         if envs and is_header(envs[0]):
             full, floor = parse_header(envs[0])
             return await self._answer(k, lim, full, floor, envs[1:], True)

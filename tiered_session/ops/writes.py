@@ -38,6 +38,7 @@ from ..hot.tier import Call, HotTier
 from .decoding import Decoder
 from .expiry import ExpiryClock
 from .modes import WriteStrategy, run_to_completion
+from .pointer import check_branch_reply
 from .warming import WARM_ATTEMPTS, Warmer
 
 __all__ = ["Writes"]
@@ -75,8 +76,22 @@ class Writes:
         self._wake = wake_flusher
 
     # ------------------------------------------------------------------ add
-    async def add_items(self, k: SessionKeys, items: Sequence[Any]) -> None:
-        """Append items atomically (all or none)."""
+    async def add_items(
+        self, k: SessionKeys, items: Sequence[Any], branch: bytes | None = None
+    ) -> None:
+        """Append items atomically (all or none).
+
+        ``branch``: the advanced session's branch believed current; the add is
+        done only while it is (else :class:`~.pointer.BranchMoved`, nothing written).
+        """
+        hooks = self.counters.hooks
+        if hooks is not None:  # metrics on: time the call
+            return await hooks.timed("add_items", self._add_items(k, items, branch))
+        return await self._add_items(k, items, branch)
+
+    async def _add_items(
+        self, k: SessionKeys, items: Sequence[Any], branch: bytes | None = None
+    ) -> None:
         if not isinstance(items, list | tuple):
             raise InvalidInputError(f"items must be a list, got {type(items).__name__}")
         if not items:
@@ -86,15 +101,24 @@ class Writes:
         await self._ready()
         # The deferred settle is taken now, before the add starts: the previous
         # add's settle travels with this add's script.
-        add = self._add(k, datas, self.mode.take_deferred(k))
+        add = self._add(k, datas, self.mode.take_deferred(k), branch)
         await (run_to_completion(add) if self.mode.shields_adds else add)
         self.counters.items_added += len(datas)
 
-    async def _add(self, k: SessionKeys, datas: list[bytes], settles: list[Call] | None) -> None:
+    async def _add(
+        self,
+        k: SessionKeys,
+        datas: list[bytes],
+        settles: list[Call] | None,
+        branch: bytes | None = None,
+    ) -> None:
         cfg = self.config
         ttl = self.expiry.ttl_ms if self.expiry.due(k) else 0  # refresh the expiry every ttl/4
         args = [self.mode.code, cfg.hot_items, ttl, cfg.max_backlog, k.session_id, now_ms()]
-        call = self.hot.add_call(k, [*args, *datas])
+        if branch is None:
+            call = self.hot.add_call(k, [*args, *datas])
+        else:
+            call = self.hot.branch_add_call(k, [*args, *datas], branch)
         for _ in range(WARM_ATTEMPTS):
             if settles:
                 res = await self.mode.run_after(settles, call)
@@ -102,6 +126,8 @@ class Writes:
             else:
                 res = await self.hot.run(*call)
             status = res[0]
+            if branch is not None:
+                check_branch_reply(res)  # another branch is current: nothing was written
             if status == Status.COLD:
                 await self.warmer.warm(k)
                 continue
@@ -127,6 +153,12 @@ class Writes:
     # ------------------------------------------------------------------ pop
     async def pop_item(self, k: SessionKeys) -> Any:
         """Remove and return the newest item, or None when the session is empty."""
+        hooks = self.counters.hooks
+        if hooks is not None:  # metrics on: time the call
+            return await hooks.timed("pop_item", self._pop_item(k))
+        return await self._pop_item(k)
+
+    async def _pop_item(self, k: SessionKeys) -> Any:
         await self._ready()
         return await run_to_completion(self._pop(k))
 
@@ -172,6 +204,12 @@ class Writes:
     # ------------------------------------------------------------------ clear
     async def clear_session(self, k: SessionKeys) -> None:
         """Delete every item of the session."""
+        hooks = self.counters.hooks
+        if hooks is not None:  # metrics on: time the call
+            return await hooks.timed("clear_session", self._clear_session(k))
+        return await self._clear_session(k)
+
+    async def _clear_session(self, k: SessionKeys) -> None:
         await self._ready()
         await run_to_completion(self._clear(k))
 

@@ -75,7 +75,7 @@ class Applier:
         for e in entries:
             e.op, e.error = parse_entry(e.fields)
             if e.op is None:
-                await dead_letter(self.hot, self.leases, state, e, e.error)
+                await self._dead_letter(state, e, e.error)
             else:
                 good.append(e)
         if not good:
@@ -92,9 +92,21 @@ class Applier:
         state.failures = 0
         for e in good:
             state.attempts.pop(e.id, None)
+        self._flushed(good)
         self.counters.flush_batches += 1
-        self.counters.flushed_entries += len(good)
         return len(entries)
+
+    def _flushed(self, entries: list[Entry]) -> None:
+        """Count committed, acknowledged entries (and time them while metrics are on)."""
+        c = self.counters
+        c.flushed_entries += len(entries)
+        c.flushed_items += sum(len(e.op.rows) for e in entries if e.op is not None)
+        if c.hooks is not None:
+            c.hooks.flushed([e.id for e in entries])
+
+    async def _dead_letter(self, state: ShardState, entry: Entry, reason: str) -> None:
+        if await dead_letter(self.hot, self.leases, state, entry, reason):
+            self.counters.dead_lettered += 1
 
     async def _commit(self, state: ShardState, entries: list[Entry]) -> None:
         async with self.sql.begin() as conn:
@@ -124,7 +136,7 @@ class Applier:
             state.attempts[e.id] = state.attempts.get(e.id, 0) + 1
         if len(batch) == 1:
             if state.attempts[batch[0].id] >= self.max_attempts:
-                await dead_letter(self.hot, self.leases, state, batch[0], str(err))
+                await self._dead_letter(state, batch[0], str(err))
                 return 1
             return 0
         return await self._one_by_one(state, batch)
@@ -143,14 +155,14 @@ class Applier:
                     return moved
                 state.attempts[entry.id] = state.attempts.get(entry.id, 0) + 1
                 if state.attempts[entry.id] >= self.max_attempts:
-                    await dead_letter(self.hot, self.leases, state, entry, str(one_err))
+                    await self._dead_letter(state, entry, str(one_err))
                     moved += 1
                     continue
                 return moved
             if not await self._ack(state, [entry]):
                 return moved
             state.attempts.pop(entry.id, None)
-            self.counters.flushed_entries += 1
+            self._flushed([entry])
             moved += 1
             if not self.leases.holds(state):
                 return moved

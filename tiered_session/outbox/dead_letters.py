@@ -50,12 +50,12 @@ class DeadLetter(TypedDict):
 
 async def dead_letter(
     hot: HotTier, leases: Leases, state: ShardState, e: Entry, reason: str
-) -> None:
-    """Move one entry of a held shard to its dead-letter stream."""
+) -> bool:
+    """Move one entry of a held shard to its dead-letter stream; False when the lease is gone."""
     sh = state.keys
     if await hot.call(hot.redis.get(sh.lease)) != leases.token.encode():
         leases.lose(state, "lease lost before dead-lettering")
-        return
+        return False
     sid = e.session_id
     meta = hot.keys.session(sid).meta if sid else sh.outbox + b":none"
     flat: list[bytes] = []
@@ -69,6 +69,7 @@ async def dead_letter(
         sid,
         reason[:200],
     )
+    return True
 
 
 def _text(f: dict[bytes, bytes], name: bytes, default: bytes = b"") -> str:
