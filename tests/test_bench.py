@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,7 @@ class BrokenBackend(TieredEmbedded):
 
 async def test_quick_run_writes_outputs_and_flags_wrong_results(tmp_path: Path) -> None:
     backends = ["tiered-embedded"] + (["redis-floor", "tiered-behind"] if servers_up() else [])
+    steps: list[tuple[str, int, int]] = []
     opts = BenchOptions(
         quick=True,
         repeats=3,
@@ -66,10 +69,16 @@ async def test_quick_run_writes_outputs_and_flags_wrong_results(tmp_path: Path) 
         sizes=TINY,
         extra_backends={"broken": lambda env: BrokenBackend(env)},
         log=lambda msg: None,
+        progress=lambda step, done, total: steps.append((step, done, total)),
         redis_url=REDIS_URL,  # the suite's own db (TIERED_SESSION_TEST_REDIS)
         sql_url=PG_URL,
     )
     doc = await run_bench(opts, command="test")
+    # one progress step per cell, counted against the total known from the start
+    cells = steps[-1][2]
+    assert cells >= 3 * 4 * len(doc["workloads"])  # every workload on 4 backends at least
+    assert [(d, t) for _, d, t in steps] == [(i + 1, cells) for i in range(cells)]
+    assert steps[0][0].startswith("repeat 1/3 add ")
     add = doc["workloads"]["add"]["cells"]
     assert add["tiered-embedded"]["ok"] and add["tiered-embedded"]["p50_us"] > 0
     assert len(add["tiered-embedded"]["repeats"]) == 3
@@ -98,3 +107,26 @@ def test_bench_env_names_are_namespaced() -> None:
     env = BenchEnv(namespace="abc123", tmpdir="/tmp")
     assert env.prefix("tb").startswith("tsbench_abc123")
     assert env.pg_dsn.startswith("postgresql://")
+
+
+def test_bench_command_writes_under_the_current_directory_and_says_where(tmp_path: Path) -> None:
+    args = ["--quick", "--repeats", "1", "--backends", "tiered-embedded"]
+    args += ["--workloads", "add,get20", "--no-chart", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tiered_session", "bench", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "benchmarks" / "results"
+    assert f"results to {out}" in done.stderr
+    assert f"wrote {out / 'results.json'}, {out / 'results.md'}" in done.stderr
+    doc = json.loads(done.stdout)  # --json: the results document alone on stdout
+    assert doc["meta"]["command"] == (
+        "tiered-session bench --quick --repeats 1 --backends tiered-embedded --workloads add,get20"
+    )
+    assert json.loads((out / "results.json").read_text())["workloads"].keys() == {"add", "get20"}
+    assert "repeat 1/1" not in done.stderr  # no line per step when not on a terminal
+    assert len(done.stderr.strip().splitlines()) == 3  # the plan, a blank line, what it wrote

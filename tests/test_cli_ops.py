@@ -17,7 +17,9 @@ from .conftest import PG_URL, Backend
 pytestmark = pytest.mark.servers
 
 
-async def cli(*args: str, tty_stderr: bool = False) -> tuple[int, str, str]:
+async def cli(
+    *args: str, tty_stderr: bool = False, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     """Run ``python -m tiered_session ARGS``; return (exit code, stdout, stderr)."""
     master = slave = -1
     if tty_stderr:
@@ -29,7 +31,12 @@ async def cli(*args: str, tty_stderr: bool = False) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=slave if tty_stderr else asyncio.subprocess.PIPE,
-        env={**os.environ, "TIERED_SESSION_REDIS_URL": "", "TIERED_SESSION_SQL_URL": ""},
+        env={
+            **os.environ,
+            "TIERED_SESSION_REDIS_URL": "",
+            "TIERED_SESSION_SQL_URL": "",
+            **(env or {}),
+        },
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     if tty_stderr:
@@ -90,7 +97,8 @@ async def test_sessions_commands(real_backend: Backend, tmp_path: Path) -> None:
     assert code == 0 and "exported 3 session(s)" in out
     assert "\r" not in err  # no progress bar when stderr is not a terminal
     code, out, err = await cli("sessions", "export", str(backup), *args, tty_stderr=True)
-    assert code == 0 and "export [" in err  # ... and one on a terminal
+    assert code == 0 and "export" in err and "3/3 sessions" in err  # ... and one on a terminal
+    assert "ETA" in err
 
     code, out, _ = await cli("sessions", "delete", "a", *args)
     assert code == 0 and "deleted a" in out
@@ -191,3 +199,99 @@ async def test_schema_migrate_and_import_sqlite(real_backend: Backend, tmp_path:
         assert await store.session(sid).get_items() == its
     code, out, _ = await cli("sessions", "list", *args, "--json")
     assert sorted(i["session_id"] for i in json.loads(out)) == ["f1", "f2", "g1", "old"]
+
+
+def server_env(b: Backend) -> dict[str, str]:
+    """The environment that points a command at this backend, no options needed."""
+    return {
+        "TIERED_SESSION_REDIS_URL": str(b.redis_url),
+        "TIERED_SESSION_SQL_URL": str(b.sql_url),
+        "TIERED_SESSION_KEY_PREFIX": b.prefix,
+        "TIERED_SESSION_SESSIONS_TABLE": b.sessions_table,
+        "TIERED_SESSION_MESSAGES_TABLE": b.messages_table,
+    }
+
+
+async def test_missing_sessions_exit_1(real_backend: Backend, tmp_path: Path) -> None:
+    b = real_backend
+    store = b.store()
+    await store.session("here").add_items([msg("here", 0)])
+    args = server_args(b)
+
+    code, out, err = await cli("sessions", "show", "gone", *args)
+    assert code == 1 and out == ""
+    assert err.strip() == "tiered-session: not found: session 'gone' (no items)"
+    code, out, err = await cli("sessions", "show", "gone", *args, "--json")
+    assert code == 1 and out == "" and "not found" in err
+    code, out, err = await cli("sessions", "stats", "gone", *args, "--json")
+    assert code == 1 and json.loads(out)["exists"] is False and "not found" in err
+
+    backup = tmp_path / "backup.jsonl"
+    code, out, err = await cli(
+        "sessions", "export", str(backup), "--session", "here", "--session", "gone", *args
+    )
+    assert code == 1 and out == "" and "session 'gone'" in err
+    assert not backup.exists()  # nothing half-written
+    code, out, _ = await cli("sessions", "export", str(backup), "--session", "here", *args)
+    assert code == 0 and "exported 1 session(s)" in out
+    assert [json.loads(ln)["type"] for ln in backup.read_text().splitlines()] == [
+        "session",
+        "item",
+    ]
+    code, out, _ = await cli("sessions", "delete", "gone", *args, "--json")
+    assert code == 1 and json.loads(out) == {"session_id": "gone", "deleted": False}
+
+
+async def test_environment_options_after_the_command_and_json(real_backend: Backend) -> None:
+    b = real_backend
+    store = b.store(write_mode="behind")
+    await store.session("e1").add_items([msg("e1", 0), msg("e1", 1)])
+    await store.flush()
+    env = server_env(b)
+
+    code, out, err = await cli("sessions", "list", "--json", env=env)
+    assert code == 0, err
+    assert [i["session_id"] for i in json.loads(out)] == ["e1"]
+    code, out, err = await cli("sessions", "show", "e1", "-v", "--json", env=env)
+    assert code == 0 and json.loads(out) == [msg("e1", 0), msg("e1", 1)], err
+    code, out, err = await cli("-v", "stats", "--json", env=env)
+    assert code == 0, err
+    stats = json.loads(out)
+    assert {"backlog", "flush_lag_seconds", "dead_letters", "live_flushers"} <= set(stats)
+    # other tables named in the environment: the command looks there
+    other = {**env, "TIERED_SESSION_SESSIONS_TABLE": f"{b.name}_x"}
+    code, out, err = await cli("sessions", "list", env=other)
+    assert code == 2 and out == "" and f"'{b.name}_x'" in err and "tiered-session schema" in err
+
+    code, out, _ = await cli("dead-letters", "list", env=env)
+    assert code == 0
+    assert out.strip() == (
+        f"0 dead-lettered entries under key prefix {b.prefix!r} at {b.redis_url} (16 shards)"
+    )
+    code, out, _ = await cli("dead-letters", "list", "--json", env=env)
+    assert code == 0 and out == ""  # JSON lines: none
+    code, out, err = await cli("dead-letters", "replay", "99:1-0", "3:1-0", env=env)
+    assert code == 1 and "replayed 0 of 2 dead-lettered entries" in out
+    assert "no shard 99 (0-15)" in err and "no dead letter 3:1-0" in err
+    code, out, _ = await cli("dead-letters", "replay", "--all", "--json", env=env)
+    assert code == 0 and json.loads(out) == {"replayed": 0, "requested": 0, "not_found": []}
+
+
+async def test_bad_backup_and_import_progress(real_backend: Backend, tmp_path: Path) -> None:
+    b = real_backend
+    store = b.store()
+    await store.session("p1").add_items([msg("p1", i) for i in range(50)])
+    args = server_args(b)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("this is not a backup\n")
+    code, out, err = await cli("sessions", "import", str(bad), *args)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines()[-1].startswith("tiered-session: error: ")
+    assert "not a backup record" in err and "Traceback" not in err
+
+    backup = tmp_path / "backup.jsonl"
+    assert (await cli("sessions", "export", str(backup), *args))[0] == 0
+    code, out, err = await cli("sessions", "import", str(backup), *args, tty_stderr=True)
+    assert code == 0 and "unchanged 1" in out
+    assert "import" in err and "ETA" in err
+    assert f"{backup.stat().st_size / 1000:.1f} kB" in err  # bytes, with their unit

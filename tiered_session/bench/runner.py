@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .advanced import advanced_workloads
 from .aggregate import aggregate, meta, targets
 from .backends import ALL_BACKENDS, make_backend
 from .env import DEFAULT_PG, DEFAULT_REDIS, Backend, BenchEnv
@@ -45,6 +46,10 @@ WORKLOADS = [
     "scale",
     "flusher",
     "flushlag",
+    "metrics-off",
+    "metrics-on",
+    "adv-add",
+    "adv-get20",
 ]
 
 
@@ -63,6 +68,9 @@ class BenchOptions:
     #: override the work per cell (default: ``Sizes()``, or ``Sizes.quick()`` with quick)
     sizes: Sizes | None = None
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
+    #: called after every cell with (what ran, cells done, cells in all); replaces the
+    #: line ``log`` gets after each workload of a repeat
+    progress: Callable[[str, int, int], None] | None = None
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -105,6 +113,10 @@ async def run_bench(opts: BenchOptions, command: str = "") -> dict[str, Any]:
             samples: dict[str, dict[str, list[Sample]]] = {
                 w.name: {b.name: [] for b in backends if w.applies(b)} for w in workloads
             }
+            cells = opts.repeats * sum(
+                len([b for b in backends if w.applies(b)]) for w in workloads
+            )
+            done = 0
             for rep in range(opts.repeats):
                 for w in workloads:
                     todo = [b for b in backends if w.applies(b)]
@@ -112,7 +124,10 @@ async def run_bench(opts: BenchOptions, command: str = "") -> dict[str, Any]:
                         continue
                     k = rep % len(todo)
                     for b in todo[k:] + todo[:k]:
+                        # Collect the last cell's garbage, then set what survives aside: the
+                        # next collection (and any during the cell) scans only new objects.
                         gc.collect()
+                        gc.freeze()
                         s = await w.run(b, rep)
                         try:
                             await b.settle()
@@ -121,11 +136,17 @@ async def run_bench(opts: BenchOptions, command: str = "") -> dict[str, Any]:
                         samples[w.name][b.name].append(s)
                         if not s.ok:
                             opts.log(f"  {w.name:<11} {b.name:<22} FLAGGED: {s.error}")
-                    opts.log(
-                        f"repeat {rep + 1}/{opts.repeats} {w.name:<11} done "
-                        f"({time.perf_counter() - started:.0f}s)"
-                    )
+                        done += 1
+                        if opts.progress is not None:
+                            step = f"repeat {rep + 1}/{opts.repeats} {w.name} {b.name}"
+                            opts.progress(step, done, cells)
+                    if opts.progress is None:
+                        opts.log(
+                            f"repeat {rep + 1}/{opts.repeats} {w.name:<11} done "
+                            f"({time.perf_counter() - started:.0f}s)"
+                        )
         finally:
+            gc.unfreeze()
             for w in workloads:
                 await w.close()
             for b in backends:
@@ -152,4 +173,9 @@ def make_workloads(sizes: Sizes, env: BenchEnv) -> list[Workload]:
     ]
     out += [Scale(sizes, env, n) for n in sizes.scale_sizes]
     out += [FlusherThroughput(sizes, env), FlushLag(sizes, env)]
+    # (imported here: `python -m tiered_session.bench.metrics_cost` runs that module as a script)
+    from .metrics_cost import metrics_workloads
+
+    out += metrics_workloads(sizes, env)
+    out += advanced_workloads(sizes, env)
     return out

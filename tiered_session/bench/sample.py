@@ -71,15 +71,15 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        """Small sizes for a smoke run."""
+        """Small sizes for a smoke run (``bench --quick``: under 30 s on 2 cores)."""
         return cls(
-            calls=30,
-            warmup=3,
-            concurrent_sessions=64,
-            concurrent_turns=5,
-            workers=4,
-            worker_turns=20,
-            scale_sizes=(1_000, 10_000),
-            flush_items=3_000,
-            lag_seconds=1.0,
+            calls=20,
+            warmup=2,
+            concurrent_sessions=16,
+            concurrent_turns=2,
+            workers=2,
+            worker_turns=5,
+            scale_sizes=(1_000, 2_000),
+            flush_items=600,
+            lag_seconds=0.3,
         )

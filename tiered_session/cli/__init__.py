@@ -1,57 +1,18 @@
-r"""The ``tiered-session`` command line.
+r"""The ``tiered-session`` command line (click for the options, rich for tables and progress).
+
+One module per command group; :mod:`.app` holds the root command and
+:func:`main`, which returns the exit code (0 done, 1 not found or a check
+failed, 2 usage or configuration error, 130 interrupted).
 
 Example:
     $ tiered-session demo                       # embedded default, no servers
-    $ tiered-session demo --redis-url redis://localhost:6379/0 \\
-          --sql-url postgresql+asyncpg://postgres@localhost/test
+    $ export TIERED_SESSION_REDIS_URL=redis://localhost:6379/0
+    $ export TIERED_SESSION_SQL_URL=postgresql+asyncpg://postgres@localhost/agents
+    $ tiered-session sessions list --limit 20 --json
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-from collections.abc import Sequence
+from .app import cli, main
 
-from .._errors import TieredSessionError
-from . import bench, dead_letters, demo, flush, imports, schema, sessions, stats
-
-__all__ = ["main"]
-
-# Each module adds its subcommands with register(subparsers).
-_COMMANDS = [demo, bench, flush, dead_letters, stats, sessions, imports, schema]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="tiered-session",
-        description="Two-tier (Redis + SQL) conversation memory for the OpenAI Agents SDK.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in _COMMANDS:
-        module.register(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        code: int = args.func(args)
-    except TieredSessionError as e:
-        print(f"tiered-session: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+__all__ = ["cli", "main"]

@@ -1,107 +1,140 @@
 """``tiered-session migrate`` and ``schema``: create, check and upgrade the SQL tables.
 
 Example:
-    $ tiered-session migrate --sql-url postgresql+asyncpg://postgres@localhost/agents
     $ tiered-session schema --sql-url postgresql+asyncpg://postgres@localhost/agents --print
+    $ tiered-session schema --sql-url postgresql+asyncpg://postgres@localhost/agents
+    $ tiered-session migrate --sql-url postgresql+asyncpg://postgres@localhost/agents
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from .._config import StoreConfig, default, redact_url
+import click
+
+from .._config import StoreConfig, redact_url
 from .._errors import ConfigurationError
 from ..cold.engine import engine_from_url
-from ..cold.schema import ddl_statements, inspect_schema, migrate
+from ..cold.schema import MigrationReport, OrderBy, ddl_statements, inspect_schema, migrate
 from ..cold.tier import SqlTier
-from .common import SubParsers, emit
+from .common import ExitCode, Target, echo_json
+from .options import json_option, storage_options
 
 __all__ = ["register"]
 
 
-def register(sub: SubParsers) -> None:
-    """Add ``migrate`` and ``schema``."""
-    for name, help_text, func in (
-        ("migrate", "upgrade Agents SDK tables in place (idempotent)", _migrate),
-        ("schema", "create the tables and indexes, or --print their DDL", _schema),
-    ):
-        q = sub.add_parser(name, help=help_text)
-        env_sql = os.environ.get("TIERED_SESSION_SQL_URL") or None
-        q.add_argument(
-            "--sql-url",
-            default=env_sql,
-            required=env_sql is None,
-            help="SQLAlchemy async URL (env TIERED_SESSION_SQL_URL)",
+def register(group: click.Group) -> None:
+    """Add ``schema`` and ``migrate``."""
+    group.add_command(schema)
+    group.add_command(migrate_command)
+
+
+def _with_sql(target: Target, func: Callable[[SqlTier], Awaitable[int]]) -> int:
+    config = StoreConfig(sessions_table=target.sessions_table, messages_table=target.messages_table)
+    assert target.sql_url is not None  # (storage_options("sql") requires it)
+    url = target.sql_url
+
+    async def run() -> int:
+        engine = engine_from_url(url)
+        sql = SqlTier(engine, config.sessions_table, config.messages_table)
+        try:
+            return await func(sql)
+        finally:
+            await sql.close()
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _created(sql: SqlTier, report: MigrationReport) -> dict[str, Any]:
+    """The report, counting the indexes created with a new messages table too."""
+    indexes = list(report["created_indexes"])
+    if sql.messages.name in report["created_tables"]:
+        indexes += sorted(str(i.name) for i in sql.messages.indexes if str(i.name) not in indexes)
+    return {**report, "created_indexes": indexes}
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+@click.command(short_help="Create the tables and indexes, or print the DDL.")
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="Print the DDL (CREATE TABLE / INDEX), change nothing.",
+)
+@json_option
+@storage_options("sql")
+def schema(target: Target, print_only: bool, as_json: bool) -> int:
+    """Create the tables and indexes (idempotent), or print their DDL."""
+
+    async def run(sql: SqlTier) -> int:
+        if print_only:
+            statements = ddl_statements(sql)
+            if as_json:
+                echo_json({"dialect": sql.engine.dialect.name, "statements": statements})
+            else:
+                click.echo("\n\n".join(statements))
+            return ExitCode.OK
+        state = await inspect_schema(sql)
+        if state["messages_table"] and not state["seq_column"]:
+            raise ConfigurationError(
+                f"table {sql.messages.name!r} exists with an older schema: run "
+                "`tiered-session migrate --sql-url URL` to upgrade it in place"
+            )
+        report = _created(sql, await migrate(sql))
+        if as_json:
+            echo_json(report)
+        else:
+            click.echo(
+                f"created tables {_names(report['created_tables'])}, "
+                f"indexes {_names(report['created_indexes'])} at {redact_url(target.sql_url)}"
+            )
+        return ExitCode.OK
+
+    return _with_sql(target, run)
+
+
+@click.command("migrate", short_help="Upgrade Agents SDK tables in place.")
+@click.option(
+    "--order-by",
+    type=click.Choice(["created_at", "id"]),
+    default="created_at",
+    show_default=True,
+    help="Order of the existing rows: created_at (SQLAlchemySession) or id (SQLiteSession).",
+)
+@json_option
+@storage_options("sql")
+def migrate_command(target: Target, order_by: str, as_json: bool) -> int:
+    """Upgrade Agents SDK tables in place, or create them (idempotent, one transaction)."""
+
+    async def run(sql: SqlTier) -> int:
+        before = await inspect_schema(sql)
+        order: OrderBy = "id" if order_by == "id" else "created_at"
+        report = _created(sql, await migrate(sql, order_by=order))
+        changed = (
+            report["created_tables"]
+            or report["added_seq_column"]
+            or report["numbered_rows"]
+            or report["created_indexes"]
         )
-        q.add_argument("--sessions-table", default=default("sessions_table"))
-        q.add_argument("--messages-table", default=default("messages_table"))
-        q.add_argument("--json", action="store_true", help="print JSON")
-        if name == "migrate":
-            q.add_argument(
-                "--order-by",
-                choices=["created_at", "id"],
-                default="created_at",
-                help="order of existing rows: created_at (SQLAlchemySession, default) or id",
+        names = f"{sql.sessions.name}/{sql.messages.name}"
+        if as_json:
+            echo_json({"before": before, **report})
+        elif changed:
+            click.echo(
+                f"migrated {names} at {redact_url(target.sql_url)}: "
+                f"created tables {_names(report['created_tables'])}, "
+                f"added seq column: {'yes' if report['added_seq_column'] else 'no'}, "
+                f"numbered {report['numbered_rows']} row(s), "
+                f"created indexes {_names(report['created_indexes'])}"
             )
         else:
-            q.add_argument("--print", action="store_true", help="print the DDL, change nothing")
-        q.set_defaults(func=lambda args, f=func: asyncio.run(_with_sql(args, f)))
+            click.echo(f"schema of {names} is up to date; nothing to do")
+        return ExitCode.OK
 
-
-async def _with_sql(
-    args: argparse.Namespace, func: Callable[[SqlTier, argparse.Namespace], Awaitable[int]]
-) -> int:
-    config = StoreConfig(sessions_table=args.sessions_table, messages_table=args.messages_table)
-    engine = engine_from_url(args.sql_url)
-    sql = SqlTier(engine, config.sessions_table, config.messages_table)
-    try:
-        return await func(sql, args)
-    finally:
-        await sql.close()
-        await engine.dispose()
-
-
-async def _migrate(sql: SqlTier, args: argparse.Namespace) -> int:
-    before = await inspect_schema(sql)
-    report = await migrate(sql, order_by=args.order_by)
-    changed = (
-        report["created_tables"]
-        or report["added_seq_column"]
-        or report["numbered_rows"]
-        or report["created_indexes"]
-    )
-    text = (
-        f"migrated {sql.sessions.name}/{sql.messages.name} at {redact_url(args.sql_url)}: "
-        f"created tables {report['created_tables'] or 'none'}, "
-        f"added seq column: {'yes' if report['added_seq_column'] else 'no'}, "
-        f"numbered {report['numbered_rows']} row(s), "
-        f"created indexes {report['created_indexes'] or 'none'}"
-        if changed
-        else f"schema of {sql.sessions.name}/{sql.messages.name} is up to date; nothing to do"
-    )
-    emit(args, {"before": before, **report}, text)
-    return 0
-
-
-async def _schema(sql: SqlTier, args: argparse.Namespace) -> int:
-    statements = ddl_statements(sql)
-    if args.print:
-        print("\n\n".join(statements))
-        return 0
-    state = await inspect_schema(sql)
-    if state["messages_table"] and not state["seq_column"]:
-        raise ConfigurationError(
-            f"table {sql.messages.name!r} exists with an older schema: run "
-            "`tiered-session migrate --sql-url URL` to upgrade it in place"
-        )
-    report = await migrate(sql)
-    emit(
-        args,
-        report,
-        f"created tables {report['created_tables'] or 'none'}, "
-        f"indexes {report['created_indexes'] or 'none'} at {redact_url(args.sql_url)}",
-    )
-    return 0
+    return _with_sql(target, run)
