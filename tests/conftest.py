@@ -142,6 +142,9 @@ class Backend:
                 if cursor == 0:
                     break
             async with self.engine.begin() as conn:
+                for suffix in ("_branches", "_pointer", "_usage"):  # advanced sessions
+                    table = self.messages_table + suffix
+                    await conn.execute(text(f'DROP TABLE IF EXISTS "{table}" CASCADE'))
                 await conn.execute(text(f'DROP TABLE IF EXISTS "{self.messages_table}" CASCADE'))
                 await conn.execute(text(f'DROP TABLE IF EXISTS "{self.sessions_table}" CASCADE'))
         await self.redis.aclose()

@@ -11,7 +11,7 @@ import random
 import sys
 from typing import Any
 
-from tiered_session import TieredStore
+from tests.support import worker_store
 
 
 def _check_read(items: list[dict[str, Any]]) -> str | None:
@@ -27,16 +27,7 @@ def _check_read(items: list[dict[str, Any]]) -> str | None:
 
 
 async def main(cfg: dict[str, Any]) -> dict[str, Any]:
-    store = TieredStore.from_url(
-        cfg["redis_url"],
-        cfg["sql_url"],
-        key_prefix=cfg["prefix"],
-        sessions_table=cfg["sessions_table"],
-        messages_table=cfg["messages_table"],
-        write_mode=cfg["mode"],
-        hot_items=cfg["hot_items"],
-        run_flusher=cfg["run_flusher"],
-    )
+    store = worker_store(cfg)
     me = cfg["worker"]
     rng = random.Random(me)
     popped: list[dict[str, Any]] = []

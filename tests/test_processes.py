@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,44 +10,25 @@ import pytest
 from tiered_session._codec import decode_item
 
 from .conftest import Backend
+from .support import run_worker_processes, worker_config
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.processes, pytest.mark.servers]
 
 
 async def _run_workers(backend: Backend, mode: str, workers: int, ops: int) -> list[Any]:
-    procs = []
-    for w in range(workers):
-        cfg = {
-            "redis_url": backend.redis_url,
-            "sql_url": backend.sql_url,
-            "prefix": backend.prefix,
-            "sessions_table": backend.sessions_table,
-            "messages_table": backend.messages_table,
-            "mode": mode,
-            "hot_items": 8,
-            "run_flusher": w < 2,  # two in-process flushers compete for the shards
-            "session_id": "shared",
-            "worker": w,
-            "ops": ops,
-        }
-        procs.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tests.mp_worker",
-                json.dumps(cfg),
-                cwd=ROOT,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
+    configs = [
+        worker_config(
+            backend,
+            mode=mode,
+            hot_items=8,
+            run_flusher=w < 2,  # two in-process flushers compete for the shards
+            session_id="shared",
+            worker=w,
+            ops=ops,
         )
-    reports = []
-    for p in procs:
-        out, err = await asyncio.wait_for(p.communicate(), 90)
-        assert p.returncode == 0, err.decode()[-2000:]
-        reports.append(json.loads(out))
-    return reports
+        for w in range(workers)
+    ]
+    return await run_worker_processes("tests.mp_worker", configs, 90)
 
 
 @pytest.mark.parametrize("mode", ["through", "behind"])

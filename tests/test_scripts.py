@@ -37,6 +37,8 @@ from .conftest import REDIS_URL, require_servers, unique_name
 ROOT = Path(__file__).resolve().parent.parent
 LUA = files("tiered_session.hot") / "lua"
 NAMES = sorted(s.name for s in scripts.ALL)
+#: scripts made of several files (a fragment whose name opens with "_", then a script)
+COMPOSED = {"badd": ("_branch_guard", "add")}
 
 #: the statuses each script returns (the first element of a table reply), as its
 #: callers must handle them; a change here is a change of the scripts' contract
@@ -61,6 +63,15 @@ EXPECTED: dict[str, set[Status]] = {
     "heartbeat": set(),  # a count
     "fread": {Status.LEASE_LOST},  # else the entries
     "replay": {Status.OK, Status.NO},
+    "badd": {
+        Status.COLD,
+        Status.BACKLOG_FULL,
+        Status.BEHIND_SQL,
+        Status.NO_POINTER,
+        Status.WRONG_BRANCH,
+    },
+    "bread": {Status.NO_POINTER, Status.WRONG_BRANCH},  # else the entries
+    "setptr": set(),  # the pointer held
 }
 
 #: Lua name prefix -> the Python class holding the twin (the rest of the name)
@@ -69,7 +80,8 @@ PREFIXED: dict[str, type] = {"E_": EntryField, "D_": DeadField, "OP_": OpKind, "
 
 # ---------------------------------------------------------------------- parsing
 def lua_text(name: str) -> str:
-    return (LUA / f"{name}.lua").read_text(encoding="utf-8")
+    parts = COMPOSED.get(name, (name,))
+    return "".join((LUA / f"{p}.lua").read_text(encoding="utf-8") for p in parts)
 
 
 def strip(src: str, where: str) -> tuple[str, list[str]]:
@@ -190,7 +202,9 @@ def python_twins() -> dict[str, bytes | int]:
 # ---------------------------------------------------------------------- files, package data
 def test_every_script_loads_from_the_package_with_the_prelude() -> None:
     on_disk = sorted(p.name[:-4] for p in LUA.iterdir() if p.name.endswith(".lua"))
-    assert on_disk == sorted([*NAMES, "_prelude"])
+    fragments = {p for parts in COMPOSED.values() for p in parts if p.startswith("_")}
+    standalone = [n for n in NAMES if n not in COMPOSED]
+    assert on_disk == sorted([*standalone, "_prelude", *fragments])
     prelude = lua_text("_prelude")
     for s in scripts.ALL:
         assert s.source == prelude + lua_text(s.name), s.name

@@ -19,16 +19,19 @@ from __future__ import annotations
 from ._config import StoreConfig, WriteMode
 from ._errors import (
     BackpressureError,
+    BranchError,
     ConfigurationError,
     CorruptDataError,
     InvalidInputError,
     MissingDependencyError,
+    ReplicaAckError,
     SessionSettingsError,
     StorageUnavailableError,
     StoreClosedError,
     TieredSessionError,
 )
 from ._stats import StoreStats
+from .advanced import AdvancedTieredSession
 from .ops.admin import SessionInfo, SessionStats
 from .ops.transfer import ImportReport
 from .outbox.flusher import Flusher
@@ -36,13 +39,16 @@ from .session import TieredSession
 from .store import TieredStore
 
 __all__ = [
+    "AdvancedTieredSession",
     "BackpressureError",
+    "BranchError",
     "ConfigurationError",
     "CorruptDataError",
     "Flusher",
     "ImportReport",
     "InvalidInputError",
     "MissingDependencyError",
+    "ReplicaAckError",
     "SessionSettingsError",
     "SessionInfo",
     "SessionStats",

@@ -56,6 +56,8 @@ class TieredSession:
         **options: Any,
     ) -> None:
         self.session_id = validate_session_id(session_id)
+        if session_settings is None and store is not None:
+            session_settings = store.config.session_settings  # the store's default
         self._settings = coerce_settings(session_settings)
         made = store is None
         if store is not None and (options or db_path is not None):

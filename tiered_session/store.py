@@ -35,7 +35,7 @@ from ._progress import Progress
 from ._stats import Counters, StoreStats
 from .cold.engine import embedded_engine, engine_from_url
 from .cold.tier import SqlTier
-from .hot.connection import MEMORY_URL, embedded_redis, redis_from_url
+from .hot.connection import embedded_redis, redis_for_store
 from .hot.keys import KeySpace, SessionKeys
 from .hot.tier import HotTier
 from .ops.admin import Admin, SessionInfo, SessionStats
@@ -57,6 +57,15 @@ __all__ = ["TieredStore"]
 log = logging.getLogger("tiered_session")
 
 
+#: what to pass when only one of the two URLs is given
+_HINTS = {
+    "redis_url": 'redis_url="memory://" for an in-process Redis that no other process '
+    "shares (two such processes would hand out the same seqs)",
+    "sql_url": 'sql_url="sqlite+aiosqlite:///path.db" (or "sqlite+aiosqlite://" to keep '
+    "the history in memory only, lost at exit)",
+}
+
+
 class TieredStore:
     """A Redis hot tier plus a SQL source of truth, shared by many sessions.
 
@@ -70,7 +79,8 @@ class TieredStore:
             the caller keeps ownership. ``None`` uses an in-process fakeredis.
         engine: a SQLAlchemy ``AsyncEngine``; the caller keeps ownership.
             ``None`` uses an in-memory SQLite database (tables created).
-        config: a :class:`StoreConfig`; or pass its fields as keyword options.
+        config: a [`StoreConfig`][tiered_session.StoreConfig]; or pass its fields as
+            keyword options.
         owns_clients: close ``redis`` and ``engine`` on ``aclose()`` even when
             they were passed in (``from_url`` stores own theirs).
     """
@@ -125,15 +135,9 @@ class TieredStore:
             given, missing = (
                 ("sql_url", "redis_url") if redis_url is None else ("redis_url", "sql_url")
             )
-            hint = (
-                'redis_url="memory://" for an in-process Redis that no other process '
-                "shares (two such processes would hand out the same seqs)"
-                if missing == "redis_url"
-                else 'sql_url="sqlite+aiosqlite:///path.db" (or "sqlite+aiosqlite://" to keep '
-                "the history in memory only, lost at exit)"
-            )
+            hint = _HINTS[missing]
             raise ConfigurationError(f"{given} is set but {missing} is not: pass both, or {hint}")
-        redis = None if redis_url in (None, MEMORY_URL) else redis_from_url(redis_url, redis_kwargs)
+        redis = redis_for_store(redis_url, redis_kwargs, options.get("redis_cluster"))
         engine = None if sql_url is None else engine_from_url(sql_url, engine_kwargs or {})
         return cls(redis=redis, engine=engine, owns_clients=True, **options)
 
@@ -141,8 +145,13 @@ class TieredStore:
         """Return a session bound to this store (cheap; no I/O)."""
         from .session import TieredSession
 
-        settings = self.config.session_settings if session_settings is None else session_settings
-        return TieredSession(session_id, store=self, session_settings=settings)
+        return TieredSession(session_id, store=self, session_settings=session_settings)
+
+    def advanced_session(self, session_id: str, *, session_settings: Any = None) -> Any:
+        """An :class:`~tiered_session.AdvancedTieredSession` bound to this store (no I/O)."""
+        from .advanced import AdvancedTieredSession
+
+        return AdvancedTieredSession(session_id, store=self, session_settings=session_settings)
 
     def session_keys(self, session_id: str) -> SessionKeys:
         """The Redis keys of a session (validates the id)."""
@@ -217,7 +226,7 @@ class TieredStore:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
+        """Whether `aclose` was called."""
         return self._shared.closed
 
     async def retry_unsettled(self) -> None:
@@ -289,9 +298,8 @@ class TieredStore:
             wake=self._wake,
             timeout=timeout,
             describe=lambda: (
-                f"evict({session_id!r}) waited {timeout}s for its pending writes to reach "
-                "SQL; is a flusher running (run_flusher=True or `tiered-session flush`) "
-                "and SQL reachable?"
+                f"evict({session_id!r}) waited {timeout}s for its pending writes "
+                "to reach SQL; is a flusher running (run_flusher=True or `tiered-session flush`)?"
             ),
         )
 
@@ -336,7 +344,7 @@ class TieredStore:
     async def import_jsonl(
         self, path: str | Path, *, progress: Progress | None = None
     ) -> ImportReport:
-        """Restore sessions written by :meth:`export_jsonl` (idempotent)."""
+        """Restore sessions written by `export_jsonl` (idempotent)."""
         return await self.transfer.import_jsonl(Path(path), progress)
 
     async def import_sdk_sqlite(

@@ -89,6 +89,14 @@ class Catalog:
         async with self.sql.begin() as conn:
             return (await conn.execute(stmt)).first() is not None
 
+    async def branch_ids(self, session_id: str) -> list[str]:
+        """The internal ids of a session's branch histories (``<id>`` U+001F ``<branch>``)."""
+        sq = self.sql.sessions
+        lo, hi = f"{session_id}\x1f", f"{session_id}\x20"  # the ids in between
+        stmt = select(sq.c.session_id).where(sq.c.session_id > lo, sq.c.session_id < hi)
+        async with self.sql.begin() as conn:
+            return [str(r[0]) for r in (await conn.execute(stmt)).all()]
+
     # ------------------------------------------------------------------ one session
     def _count_stmt(self, session_id: str, below: int | None) -> Any:
         m = self.sql.messages

@@ -16,7 +16,7 @@ Example:
     ...     engine = engine_from_url(f"sqlite+aiosqlite:///{path}")
     ...     source = SdkSource(engine, str(path), "agent_sessions", "agent_messages", "id")
     ...     try:
-    ...         return [(sid, datas) async for sid, datas, _ in source.read()]
+    ...         return [(sid, datas) async for sid, datas, _, _ in source.read()]
     ...     finally:
     ...         await engine.dispose()
     >>> asyncio.run(main())
@@ -26,16 +26,29 @@ Example:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, inspect, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._errors import ConfigurationError
 
-__all__ = ["OrderBy", "SdkSource"]
+__all__ = ["OrderBy", "SdkSource", "SdkStructure"]
 
 OrderBy = Literal["id", "created_at"]
+
+
+@dataclass
+class SdkStructure:
+    """What ``AdvancedSQLiteSession`` kept of one session beside its messages."""
+
+    #: branch -> its items' raw message_data, in order (``main`` included when it has rows)
+    branches: dict[str, list[Any]] = field(default_factory=dict)
+    #: (branch, turn, requests, input, output, total, input details, output details)
+    usage: list[tuple[Any, ...]] = field(default_factory=list)
+    #: branch ids used in the past that hold no rows now
+    reserved: list[str] = field(default_factory=list)
 
 
 class SdkSource:
@@ -69,11 +82,37 @@ class SdkSource:
         )
         m = self.messages
         self._order = (m.c.id,) if order_by == "id" else (m.c.created_at, m.c.id)
+        # AdvancedSQLiteSession's tables (fixed names)
+        self.structure = Table(
+            "message_structure",
+            md,
+            Column("id", Integer, primary_key=True),
+            Column("session_id", String),
+            Column("message_id", Integer),
+            Column("branch_id", String),
+            Column("sequence_number", Integer),
+        )
+        self.turn_usage = Table(
+            "turn_usage",
+            md,
+            *(Column(c, String) for c in ("session_id", "branch_id", "input_tokens_details")),
+            Column("output_tokens_details", String),
+            *(Column(c, Integer) for c in _USAGE_COUNTS),
+        )
+        self.reservations = Table(
+            "branch_reservations", md, Column("session_id", String), Column("branch_id", String)
+        )
         #: sessions found, once :meth:`read` has started
         self.count = 0
 
-    async def read(self) -> AsyncIterator[tuple[str, list[Any], tuple[Any, Any] | None]]:
-        """Yield (session_id, raw message_data values in order, (created, updated) or None)."""
+    async def read(
+        self,
+    ) -> AsyncIterator[tuple[str, list[Any], tuple[Any, Any] | None, SdkStructure | None]]:
+        """Yield each session: id, raw message_data in order, times, structure.
+
+        Times: ``(created, updated)`` or None; structure: what
+        ``AdvancedSQLiteSession`` kept beside the messages, or None.
+        """
         m, s = self.messages, self.sessions_table
         async with self.engine.connect() as conn:
             names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
@@ -83,6 +122,8 @@ class SdkSource:
                     "database (or pass the table names it uses)"
                 )
             has_sessions = s.name in names
+            advanced = {self.structure.name, self.turn_usage.name} <= names
+            has_reservations = self.reservations.name in names
             ids_stmt = select(m.c.session_id).distinct().order_by(m.c.session_id)
             ids = [r[0] for r in (await conn.execute(ids_stmt)).all()]
             self.count = len(ids)
@@ -97,4 +138,35 @@ class SdkSource:
                         )
                     ).first()
                     times = None if row is None else (row[0], row[1])
-                yield sid, datas, times
+                structure = await self._structure(conn, sid, has_reservations) if advanced else None
+                yield sid, datas, times, structure
+
+    async def _structure(
+        self, conn: AsyncConnection, sid: str, has_reservations: bool
+    ) -> SdkStructure | None:
+        """One session's branches, usage and used branch ids; None if it has no structure."""
+        st, m, u = self.structure, self.messages, self.turn_usage
+        found = SdkStructure()
+        rows = await conn.execute(
+            select(st.c.branch_id, m.c.message_data)
+            .join(m, m.c.id == st.c.message_id)
+            .where(st.c.session_id == sid)
+            .order_by(st.c.branch_id, st.c.sequence_number)
+        )
+        for branch, data in rows.all():
+            found.branches.setdefault(str(branch), []).append(data)
+        if not found.branches:
+            return None  # written by a plain session: its messages are its history
+        cols = [u.c.branch_id, u.c.user_turn_number, *(u.c[c] for c in _USAGE_COUNTS[1:])]
+        cols += [u.c.input_tokens_details, u.c.output_tokens_details]
+        usage = await conn.execute(select(*cols).where(u.c.session_id == sid))
+        found.usage = [tuple(r) for r in usage.all()]
+        if has_reservations:
+            r = self.reservations
+            used = await conn.execute(select(r.c.branch_id).where(r.c.session_id == sid))
+            found.reserved = [b for (b,) in used.all() if b not in found.branches]
+        return found
+
+
+#: turn_usage's number columns
+_USAGE_COUNTS = ("user_turn_number", "requests", "input_tokens", "output_tokens", "total_tokens")

@@ -30,6 +30,8 @@ __all__ = [
     "ACK",
     "ADD",
     "ALL",
+    "BADD",
+    "BREAD",
     "CLEAR",
     "DEAD",
     "DROP",
@@ -46,6 +48,7 @@ __all__ = [
     "RELEASE",
     "REPLACE",
     "REPLAY",
+    "SETPTR",
     "SETTLE",
     "TOUCH",
     "WARM",
@@ -87,6 +90,10 @@ class Status(IntEnum):
     SETTLE_LATER = -9
     #: warm: the hash is gone while the list holds writes SQL does not have yet
     META_LOST = -10
+    #: badd, bread: the session's branch pointer is not in Redis: install it from SQL
+    NO_POINTER = -11
+    #: badd, bread: another branch is current (the reply carries the pointer)
+    WRONG_BRANCH = -12
 
 
 class Field:
@@ -176,8 +183,9 @@ def _read(name: str) -> str:
 _PRELUDE = _read("_prelude")
 
 
-def _load(name: str) -> Script:
-    source = _PRELUDE + _read(name)
+def _load(name: str, *parts: str) -> Script:
+    """The script ``name``: the prelude, then the files ``parts`` (default: ``name``)."""
+    source = _PRELUDE + "".join(_read(p) for p in parts or (name,))
     return Script(name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
 
@@ -201,11 +209,16 @@ RELEASE = _load("release")
 HEARTBEAT = _load("heartbeat")
 FREAD = _load("fread")
 REPLAY = _load("replay")
+#: ``add`` on an advanced session's branch, guarded by the session's branch pointer
+BADD = _load("badd", "_branch_guard", "add")
+BREAD = _load("bread")
+SETPTR = _load("setptr")
 
 #: every script
 ALL = (
     ADD, READ, TOUCH, POP, CLEAR, SETTLE, WARM, REFILL, ACK, DEAD,
     EVICT, MARK_BEHIND, DROP, REPLACE, RECOVER, LEASE, RELEASE, HEARTBEAT, FREAD, REPLAY,
+    BADD, BREAD, SETPTR,
 )  # fmt: skip
 
 #: every script by name

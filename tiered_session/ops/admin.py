@@ -25,8 +25,10 @@ from .._config import validate_session_id
 from .._errors import InvalidInputError
 from .._progress import Progress
 from .._time import from_ms, now_ms, utc
+from ..cold.advanced import AdvancedSql, existing
 from ..cold.catalog import Catalog
 from ..cold.tier import SqlTier
+from ..hot.keys import BRANCH_SEP, base_session_id
 from ..hot.scripts import Field
 from ..hot.tier import HotTier
 from .listing import CHUNK, SessionInfo, SessionLister
@@ -111,8 +113,9 @@ class Admin:
         return page
 
     async def session_exists(self, session_id: str) -> bool:
-        """Return whether the session holds at least one item (in either tier)."""
-        sid = validate_session_id(session_id)
+        """Return whether the session (or a branch's history) holds an item, in either tier."""
+        sid = session_id
+        validate_session_id(base_session_id(sid))
         await self._ready()
         (live,) = await self.lister.hot_has_items([sid])
         if live is not None:
@@ -158,17 +161,23 @@ class Admin:
         )
 
     async def delete_session(self, session_id: str) -> bool:
-        """Delete a session from both tiers; return whether it held items.
+        """Delete a session (with its branches and usage) from both tiers; whether it held items.
 
         Ordered after every write accepted before the call (its pending
         write-behind operations are flushed first), so nothing reappears.
         """
         sid = validate_session_id(session_id)
         existed = await self.session_exists(sid)
-        k = self.hot.keys.session(sid)
-        await self.writes.clear_session(k)
+        adv = await existing(self.sql)
+        ids = [sid, *await self._branch_histories(sid, adv)]
+        for one in sorted(ids):
+            await self.writes.clear_session(self.hot.keys.session(one))
         await self._flush()
-        await self.hot.drop(k, now_ms())
+        for one in sorted(ids):
+            await self.hot.drop(self.hot.keys.session(one), now_ms())
+        if adv is not None:
+            await adv.forget(sid)
+            await self.hot.command("DEL", self.hot.keys.session(sid).current)
         return existed
 
     async def cleanup(
@@ -195,12 +204,30 @@ class Admin:
         if progress is not None:
             progress.total = len(idle)
         deleted = 0
+        adv = await existing(self.sql)
         for sid in idle:
-            top = await self.catalog.max_seq(sid)
-            dropped, last = await self.hot.drop(self.hot.keys.session(sid), cutoff_ms)
-            if dropped:
-                await self.catalog.clear_upto(sid, last if last >= 0 else top)
+            # An advanced session's branches first: one written since keeps the session.
+            branches = await self._branch_histories(sid, adv)
+            idle_branches = all([await self._drop_idle(b, cutoff_ms) for b in branches])
+            if idle_branches and await self._drop_idle(sid, cutoff_ms):
                 deleted += 1
+                if adv is not None and branches:
+                    await adv.forget(sid)
             if progress is not None:
                 progress.advance()
         return deleted
+
+    async def _drop_idle(self, sid: str, cutoff_ms: int) -> bool:
+        """Drop a session (or a branch's history) unless written since ``cutoff_ms``."""
+        top = await self.catalog.max_seq(sid)
+        dropped, last = await self.hot.drop(self.hot.keys.session(sid), cutoff_ms)
+        if dropped:
+            await self.catalog.clear_upto(sid, last if last >= 0 else top)
+        return bool(dropped)
+
+    async def _branch_histories(self, sid: str, adv: AdvancedSql | None) -> list[str]:
+        """The internal ids of an advanced session's branches (in SQL, or only in Redis yet)."""
+        ids = set(await self.catalog.branch_ids(sid))
+        if adv is not None:
+            ids |= {f"{sid}{BRANCH_SEP}{b}" for b, _, _ in await adv.registry(sid) if b != "main"}
+        return sorted(ids)

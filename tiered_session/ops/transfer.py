@@ -40,12 +40,15 @@ from .._config import StoreConfig, validate_session_id
 from .._errors import ConfigurationError, CorruptDataError
 from .._progress import Progress
 from .._time import iso, now_ms
+from ..cold.advanced import AdvancedSql, AdvancedTables, existing
 from ..cold.catalog import Catalog
 from ..cold.engine import engine_from_url
-from ..cold.sdk_source import OrderBy, SdkSource
+from ..cold.sdk_source import OrderBy, SdkSource, SdkStructure
 from ..cold.tier import SqlTier
+from ..hot.keys import BRANCH_SEP, base_session_id
 from ..hot.tier import HotTier
 from .admin import Admin
+from .branch_import import advanced_record, import_structure, live_branches, restore_record
 
 __all__ = ["ImportReport", "Transfer"]
 
@@ -119,7 +122,8 @@ class Transfer:
         self, session_id: str, datas: list[str], created_at: Any = None, updated_at: Any = None
     ) -> Outcome:
         """Write one whole session into an empty slot (seqs 1..n) in one transaction."""
-        sid = validate_session_id(session_id)
+        validate_session_id(base_session_id(session_id))  # a branch's history: its session's
+        sid = session_id
         current = await self.sql.latest(sid, None, None)
         if current:
             same = [decode_item(d) for _, d in current] == [decode_item(d) for d in datas]
@@ -150,11 +154,20 @@ class Transfer:
         fh: IO[bytes] = await asyncio.to_thread(open, path, "wb")
         written = 0
         try:
+            adv = await self._advanced(create=False)
             for sid in ids:
                 rows = await self.sql.latest(sid, None, None)
-                if rows:
+                record = None if adv is None else await advanced_record(adv, sid)
+                if rows or record:
                     times = await self.catalog.times(sid)
                     chunk = _session_lines(sid, rows, times)
+                    for branch in [] if record is None else live_branches(record):
+                        internal = f"{sid}{BRANCH_SEP}{branch}"
+                        chunk += _session_lines(
+                            internal, await self.sql.latest(internal, None, None), None
+                        )
+                    if record is not None:
+                        chunk.append(orjson.dumps(record))
                     await asyncio.to_thread(fh.write, b"\n".join(chunk) + b"\n")
                     written += 1
                 if progress is not None:
@@ -178,6 +191,7 @@ class Transfer:
             progress.total = size
         header: dict[str, Any] | None = None
         datas: list[str] = []
+        imported: dict[str, bool] = {}  # session -> whether this import wrote it
 
         async def finish() -> None:
             if header is None:
@@ -191,7 +205,11 @@ class Transfer:
             outcome = await self.restore_session(
                 sid, datas, header.get("created_at"), header.get("updated_at")
             )
-            _count(report, sid, outcome, len(datas))
+            if BRANCH_SEP in sid:  # a branch's history: items of its session
+                report["items_imported"] += len(datas) if outcome == "imported" else 0
+            else:
+                _count(report, sid, outcome, len(datas))
+                imported[sid] = outcome == "imported"
 
         fh: IO[bytes] = await asyncio.to_thread(open, path, "rb")
         lineno = 0
@@ -212,6 +230,13 @@ class Transfer:
                     if kind == "session":
                         await finish()
                         header, datas = rec, []
+                    elif kind == "advanced":
+                        await finish()
+                        header = None
+                        if imported.get(rec.get("session_id", "")):
+                            adv = await self._advanced(create=True)
+                            assert adv is not None
+                            await restore_record(adv, rec)
                     elif kind == "item" and header is not None:
                         if rec.get("session_id") != header["session_id"]:
                             raise CorruptDataError(f"{path}:{lineno}: item outside its session")
@@ -276,18 +301,43 @@ class Transfer:
             source = SdkSource(engine, where, sessions_table, messages_table, order_by)
             report = _new_report()
             started = False
-            async for sid, raw, times in source.read():
+            async for sid, raw, times, structure in source.read():
                 if progress is not None and not started:
                     progress.total = source.count
                 started = True
+                if structure is not None:  # AdvancedSQLiteSession's: main is its history
+                    raw = structure.branches.get("main", [])
                 datas = self._valid_rows(sid, raw, report)
                 outcome = await self.restore_session(sid, datas, *(times or (None, None)))
-                _count(report, sid, outcome, len(datas))
+                items = len(datas)
+                if structure is not None and outcome == "imported":
+                    items += await self._import_branches(sid, structure, report)
+                _count(report, sid, outcome, items)
                 if progress is not None:
                     progress.advance()
             return report
         finally:
             await engine.dispose()
+
+    async def _advanced(self, *, create: bool) -> AdvancedSql | None:
+        """Advanced sessions' SQL (its tables created if ``create``; else None if missing)."""
+        if not create:
+            return await existing(self.sql)
+        adv = AdvancedSql(self.sql, AdvancedTables(self.sql.messages.name))
+        await adv.ensure(create=True)
+        return adv
+
+    async def _import_branches(
+        self, sid: str, structure: SdkStructure, report: ImportReport
+    ) -> int:
+        adv = await self._advanced(create=True)
+        assert adv is not None
+
+        async def restore(internal: str, raw: list[Any]) -> int:
+            datas = self._valid_rows(internal, raw, report)
+            return len(datas) if await self.restore_session(internal, datas) == "imported" else 0
+
+        return await import_structure(adv, sid, structure, restore)
 
     @staticmethod
     def _valid_rows(sid: str, raw: list[Any], report: ImportReport) -> list[str]:

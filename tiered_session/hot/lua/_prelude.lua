@@ -61,6 +61,8 @@ local LIST_LOST = -7         -- warm: the list is gone while writes are pending
 local LEASE_LOST = -8        -- ack, fread: another flusher holds the shard's lease
 local SETTLE_LATER = -9      -- settle (ok=3): an earlier add of the session is still pending
 local META_LOST = -10        -- warm: the hash is gone while the list holds writes not in SQL
+local NO_POINTER = -11       -- branch add, branch read: the session's branch pointer is not in Redis
+local WRONG_BRANCH = -12     -- branch add, branch read: another branch is current
 -- Eviction generations live a day: longer than any warm-up that read SQL before one.
 local GEN_TTL_MS = 86400000
 local PENDING_MARK = '~'     -- opens a pending entry
