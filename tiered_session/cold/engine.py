@@ -210,6 +210,10 @@ def writer_lock(engine: AsyncEngine) -> LoopFreeLock:
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         if not isinstance(engine.pool, StaticPool):
             event.listen(engine.sync_engine, "connect", _sqlite_wal)
+            # A statement cut by a cancellation (a loop that ends) must not make SQLAlchemy
+            # drop its connection: closing it would need the gone loop, and its thread
+            # would keep the database locked. Kept, it is rolled back on return.
+            event.listen(engine.sync_engine, "handle_error", _keep_connection_on_cancel)
     return lock
 
 
