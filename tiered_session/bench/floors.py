@@ -75,6 +75,10 @@ class RedisFloor(Backend):
         await self.redis.aclose()
 
 
+#: the columns a COPY into the floor's table writes
+_COPY_COLUMNS = ("session_id", "message_data")
+
+
 class PgStatements:
     """The floor's statements, built with SQLAlchemy Core and compiled once for asyncpg."""
 
@@ -95,6 +99,8 @@ class PgStatements:
         def sql(stmt: Any) -> str:
             return str(stmt.compile(dialect=d))
 
+        #: the table's name, for COPY
+        self.table = table_name
         self.create = [sql(CreateTable(t, if_not_exists=True)), sql(CreateIndex(idx))]
         self.drop = sql(DropTable(t, if_exists=True))
         self.insert = sql(
@@ -180,6 +186,13 @@ class AsyncpgFloor(Backend):
         """Insert rows in one transaction with one statement (the flusher's floor)."""
         async with self.pool.acquire() as conn:
             await conn.execute(self._st.insert_many, sids, datas)
+
+    async def copy_rows(self, sids: list[str], datas: list[str]) -> None:
+        """Write rows with ``COPY`` (``copy_records_to_table``): the physical floor."""
+        async with self.pool.acquire() as conn:
+            await conn.copy_records_to_table(
+                self._st.table, records=zip(sids, datas, strict=True), columns=_COPY_COLUMNS
+            )
 
     async def close(self) -> None:
         """Drop the floor's table (when owner) and close the pool."""
