@@ -224,7 +224,7 @@ class SqlTier:
                 raise StorageUnavailableError(
                     f"session {sid!r}: seq {seq} already holds a different item in SQL (Redis "
                     "lost writes SQL has: restored from an older snapshot?). The entry is kept "
-                    "in the dead-letter stream; see README, 'When Redis is down or partitioned'"
+                    "in the dead-letter stream; see the docs, 'Operations and outages'"
                 ) from SeqCollisionError(sid, seq)
 
     async def insert_new(self, session_id: str, first: int, datas: Sequence[str]) -> None:
