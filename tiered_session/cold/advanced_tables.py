@@ -18,7 +18,7 @@ from sqlalchemy import text as sql_text
 
 from .._errors import ConfigurationError
 
-__all__ = ["AdvancedTables", "UsageRow", "add_details"]
+__all__ = ["AdvancedTables", "UsageRow", "add_details", "parse_details"]
 
 #: PostgreSQL truncates longer identifiers
 _MAX_NAME = 63
@@ -103,3 +103,13 @@ def _merge(a: Any, b: Any) -> Any:
     if all(isinstance(x, numeric) and not isinstance(x, bool) for x in (a, b)):
         return a + b
     return b if b is not None else a
+
+
+def parse_details(text: Any) -> Any:
+    """Stored usage details (JSON text) as data; None when absent or not JSON."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None

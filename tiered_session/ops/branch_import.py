@@ -11,11 +11,11 @@ branch, usage).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..cold.advanced import AdvancedSql
+from ..cold.advanced_tables import parse_details
 from ..cold.sdk_source import SdkStructure
 from ..hot.keys import BRANCH_SEP
 
@@ -24,14 +24,17 @@ __all__ = ["advanced_record", "import_structure", "live_branches", "restore_reco
 MAIN = "main"
 
 
-def _details(text: Any) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        found = json.loads(text)
-    except (TypeError, ValueError):
-        return None
+def _dict(text: Any) -> dict[str, Any] | None:
+    found = parse_details(text)
     return found if isinstance(found, dict) else None
+
+
+async def _add_usage(adv: AdvancedSql, session_id: str, rows: list[Any]) -> None:
+    """Add usage rows ``(branch, turn, requests, input, output, total, details...)``."""
+    for branch, turn, requests, inp, out, total, in_details, out_details in rows:
+        counts = (int(requests or 0), int(inp or 0), int(out or 0), int(total or 0))
+        details = (_dict(in_details), _dict(out_details))
+        await adv.add_usage(session_id, str(branch), int(turn), counts, details)
 
 
 async def import_structure(
@@ -59,10 +62,7 @@ async def import_structure(
     deleted = [b for b in structure.reserved if b != MAIN]
     if deleted:
         await adv.mark_deleted(session_id, deleted)
-    for branch, turn, requests, inp, out, total, in_details, out_details in structure.usage:
-        counts = (int(requests or 0), int(inp or 0), int(out or 0), int(total or 0))
-        details = (_details(in_details), _details(out_details))
-        await adv.add_usage(session_id, str(branch), int(turn), counts, details)
+    await _add_usage(adv, session_id, structure.usage)
     return items
 
 
@@ -99,10 +99,6 @@ async def restore_record(adv: AdvancedSql, record: dict[str, Any]) -> None:
     sid = record["session_id"]
     rows = [(b, _when(created), _when(deleted)) for b, created, deleted in record["branches"]]
     await adv.restore_registry(sid, rows)
-    for branch, turn, requests, inp, out, total, in_details, out_details in record["usage"]:
-        counts = (int(requests), int(inp), int(out), int(total))
-        await adv.add_usage(
-            sid, branch, int(turn), counts, (_details(in_details), _details(out_details))
-        )
+    await _add_usage(adv, sid, record["usage"])
     if record.get("current", MAIN) != MAIN:
         await adv.set_pointer(sid, record["current"])

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..cold.advanced import UsageRow
+from ..cold.advanced_tables import UsageRow, parse_details
 
 __all__ = [
     "ItemShape",
@@ -214,15 +214,6 @@ def tool_usage(items: Sequence[Any]) -> list[tuple[str | None, int, int]]:
     return [(name, n, turn) for (turn, name), n in ordered]
 
 
-def _details(text: str | None) -> Any:
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
-
-
 def usage_answer(u: UsageRow) -> dict[str, Any]:
     """One turn's usage as ``get_turn_usage`` answers it (details parsed)."""
     return {
@@ -230,8 +221,8 @@ def usage_answer(u: UsageRow) -> dict[str, Any]:
         "input_tokens": u.input_tokens,
         "output_tokens": u.output_tokens,
         "total_tokens": u.total_tokens,
-        "input_tokens_details": _details(u.input_tokens_details),
-        "output_tokens_details": _details(u.output_tokens_details),
+        "input_tokens_details": parse_details(u.input_tokens_details),
+        "output_tokens_details": parse_details(u.output_tokens_details),
     }
 
 
